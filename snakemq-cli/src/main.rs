@@ -1,0 +1,2 @@
+//! The snakemq command.
+fn main() {}

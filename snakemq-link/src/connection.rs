@@ -1,0 +1,298 @@
+//! One established connection: its description, a packet reader and a packet writer.
+//!
+//! The reader is pulled by whoever drives the protocol. The writer is a cheap handle in
+//! front of a task that owns the write half: it drains everything queued into one buffer
+//! and writes it with one call, so many small packets cost one syscall, while large bodies
+//! are written straight from their own buffer without a copy.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::LinkError;
+use crate::packet::{PREFIX_LEN, PacketDecoder, packet_prefix};
+
+/// A boxed read half of a byte stream.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// A boxed write half of a byte stream.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Chunks at least this large are written directly instead of being copied into the
+/// coalescing buffer.
+const DIRECT_WRITE_THRESHOLD: usize = 64 * 1024;
+/// The coalescing buffer is flushed once it holds this much.
+const COALESCE_LIMIT: usize = 256 * 1024;
+/// Chunks queued in front of the writer task before `send` waits.
+const WRITE_QUEUE_CHUNKS: usize = 1024;
+
+/// Process-unique connection number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// The kind of byte stream under a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// The in-process memory transport.
+    Memory,
+}
+
+/// Which side opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Accepted by one of our listeners.
+    Inbound,
+    /// Opened by one of our connectors.
+    Outbound,
+}
+
+/// Facts about a connection, handed out with every connection event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// Process-unique number.
+    pub id: ConnId,
+    /// The remote socket address (`None` for memory connections).
+    pub remote_addr: Option<SocketAddr>,
+    /// The local socket address (`None` for memory connections).
+    pub local_addr: Option<SocketAddr>,
+    /// A printable name of the remote end (`"127.0.0.1:4000"`, `"memory:bob"`).
+    pub remote: String,
+    /// The transport.
+    pub transport: TransportKind,
+    /// Who opened it.
+    pub direction: Direction,
+    /// DER certificates the peer presented (empty for plain transports).
+    pub peer_certificates: Vec<Bytes>,
+}
+
+/// Fires when every part of a connection (reader, writer handles, writer task) is gone.
+///
+/// Connectors wait on it before reconnecting; the link uses it to count open connections.
+#[derive(Debug, Clone)]
+pub(crate) struct AliveToken {
+    _inner: Arc<(
+        oneshot::Sender<()>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    )>,
+}
+
+/// The receiving side of [`AliveToken`].
+pub(crate) type ClosedSignal = oneshot::Receiver<()>;
+
+/// A token and its signal; the token also holds the connection's slot in the link's
+/// connection limit, released when the connection is gone.
+pub(crate) fn alive_pair(
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> (AliveToken, ClosedSignal) {
+    let (tx, rx) = oneshot::channel();
+    (
+        AliveToken {
+            _inner: Arc::new((tx, permit)),
+        },
+        rx,
+    )
+}
+
+/// An established connection, ready to carry packets.
+#[derive(Debug)]
+pub struct Connection {
+    info: ConnInfo,
+    reader: PacketReader,
+    writer: PacketWriter,
+}
+
+impl Connection {
+    /// Wraps the two halves of a byte stream. Spawns the writer task on the current runtime.
+    pub(crate) fn spawn(
+        info: ConnInfo,
+        read: BoxRead,
+        write: BoxWrite,
+        max_packet_size: u32,
+        alive: AliveToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let span = tracing::debug_span!("writer", conn = %info.id, remote = %info.remote);
+        let writer_alive = alive.clone();
+        tokio::spawn(
+            async move {
+                if let Err(error) = write_loop(write, rx).await {
+                    tracing::debug!(%error, "write failed");
+                }
+                let _ = done_tx.send(true);
+                drop(writer_alive);
+            }
+            .instrument(span),
+        );
+        Connection {
+            reader: PacketReader {
+                read,
+                decoder: PacketDecoder::new(max_packet_size),
+                _alive: alive.clone(),
+            },
+            writer: PacketWriter {
+                tx,
+                done: done_rx,
+                _alive: alive,
+            },
+            info,
+        }
+    }
+
+    /// Facts about this connection.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Splits into its description, reader and writer.
+    pub fn into_parts(self) -> (ConnInfo, PacketReader, PacketWriter) {
+        (self.info, self.reader, self.writer)
+    }
+}
+
+/// Pulls packet bodies from a connection.
+pub struct PacketReader {
+    read: BoxRead,
+    decoder: PacketDecoder,
+    _alive: AliveToken,
+}
+
+impl fmt::Debug for PacketReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketReader")
+            .field("buffered", &self.decoder.buffered())
+            .finish()
+    }
+}
+
+impl PacketReader {
+    /// The next packet body; `Ok(None)` when the peer closed the stream cleanly between
+    /// packets.
+    ///
+    /// Cancel-safe: a packet is only removed from the buffer when it is returned.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, LinkError> {
+        loop {
+            if let Some(packet) = self.decoder.next_packet()? {
+                return Ok(Some(packet));
+            }
+            let buf = self.decoder.read_buffer()?;
+            let n = self.read.read_buf(buf).await?;
+            if n == 0 {
+                let buffered = self.decoder.buffered();
+                return if buffered == 0 {
+                    Ok(None)
+                } else {
+                    Err(LinkError::TruncatedPacket { buffered })
+                };
+            }
+        }
+    }
+
+    /// A packet that is already buffered, without reading from the socket.
+    pub fn try_next(&mut self) -> Result<Option<Bytes>, LinkError> {
+        self.decoder.next_packet()
+    }
+}
+
+/// Queues bytes for the connection's writer task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PacketWriter {
+    tx: mpsc::Sender<Bytes>,
+    done: tokio::sync::watch::Receiver<bool>,
+    _alive: AliveToken,
+}
+
+impl PacketWriter {
+    /// Queues one packet: the prefix is added here.
+    pub async fn send_packet(&self, body: Bytes) -> Result<(), LinkError> {
+        let prefix = packet_prefix(body.len())?;
+        if body.len() >= DIRECT_WRITE_THRESHOLD {
+            self.send_raw(Bytes::copy_from_slice(&prefix)).await?;
+            self.send_raw(body).await
+        } else {
+            let mut buf = BytesMut::with_capacity(PREFIX_LEN + body.len());
+            buf.extend_from_slice(&prefix);
+            buf.extend_from_slice(&body);
+            self.send_raw(buf.freeze()).await
+        }
+    }
+
+    /// Queues bytes that are already framed (one or more whole packets, prefixes included).
+    ///
+    /// This is how a protocol sends a batch: encode many packets into one buffer, queue it
+    /// once.
+    pub async fn send_raw(&self, framed: Bytes) -> Result<(), LinkError> {
+        if framed.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(framed).await.map_err(|_| LinkError::Closed)
+    }
+
+    /// Stops queuing through this handle and waits until the writer task has flushed
+    /// everything queued and shut the stream down.
+    ///
+    /// The task ends once every clone of this writer is gone (or the stream failed), so
+    /// drop the other clones first.
+    pub async fn finish(self) {
+        let PacketWriter { tx, mut done, .. } = self;
+        drop(tx);
+        let _ = done.wait_for(|done| *done).await;
+    }
+
+    /// Whether the writer task has stopped (the stream failed or was shut down).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+async fn write_loop(mut write: BoxWrite, mut rx: mpsc::Receiver<Bytes>) -> Result<(), LinkError> {
+    let mut buf = BytesMut::with_capacity(COALESCE_LIMIT);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(chunk) = next.take() {
+            if chunk.len() >= DIRECT_WRITE_THRESHOLD {
+                if !buf.is_empty() {
+                    write.write_all(&buf).await?;
+                    buf.clear();
+                }
+                write.write_all(&chunk).await?;
+            } else {
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= COALESCE_LIMIT {
+                    write.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if !buf.is_empty() {
+            write.write_all(&buf).await?;
+            buf.clear();
+        }
+        write.flush().await?;
+    }
+    write.shutdown().await?;
+    Ok(())
+}

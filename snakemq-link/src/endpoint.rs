@@ -1,0 +1,96 @@
+//! Where to listen or connect: `host:port` for TCP, `memory:NAME` for the in-process
+//! transport.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::LinkError;
+
+/// A listen or connect address.
+///
+/// Parsed from text: `127.0.0.1:4000`, `[::1]:4000`, `example.net:4000` (resolved at each
+/// connection attempt) or `memory:alice`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// A TCP address: `host:port`, host being an IP address or a name.
+    Tcp(String),
+    /// A name on the in-process memory network.
+    Memory(String),
+}
+
+impl Endpoint {
+    /// A TCP endpoint from a socket address.
+    pub fn tcp(addr: std::net::SocketAddr) -> Self {
+        Endpoint::Tcp(addr.to_string())
+    }
+
+    /// A memory endpoint.
+    pub fn memory(name: impl Into<String>) -> Self {
+        Endpoint::Memory(name.into())
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => f.write_str(addr),
+            Endpoint::Memory(name) => write!(f, "memory:{name}"),
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = LinkError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| LinkError::InvalidEndpoint {
+            endpoint: s.to_owned(),
+            reason,
+        };
+        if let Some(name) = s.strip_prefix("memory:") {
+            if name.is_empty() {
+                return Err(invalid("memory endpoint needs a name"));
+            }
+            return Ok(Endpoint::Memory(name.to_owned()));
+        }
+        let s = s.strip_prefix("tcp://").unwrap_or(s);
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(invalid("expected host:port"));
+        };
+        if host.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        if port.parse::<u16>().is_err() {
+            return Err(invalid("port must be a number from 0 to 65535"));
+        }
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(invalid(
+                "IPv6 addresses must be written in brackets, e.g. [::1]:4000",
+            ));
+        }
+        Ok(Endpoint::Tcp(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_forms() {
+        let cases = [
+            ("127.0.0.1:4000", Endpoint::Tcp("127.0.0.1:4000".into())),
+            ("[::1]:0", Endpoint::Tcp("[::1]:0".into())),
+            ("localhost:9", Endpoint::Tcp("localhost:9".into())),
+            ("tcp://localhost:9", Endpoint::Tcp("localhost:9".into())),
+            ("memory:bob", Endpoint::Memory("bob".into())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(text.parse::<Endpoint>().ok(), Some(want), "{text}");
+        }
+        for bad in ["", "memory:", "nohost", ":80", "host:99999", "::1:80"] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+    }
+}

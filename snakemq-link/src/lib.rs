@@ -1,0 +1,49 @@
+//! Transports and packet framing for snakemq.
+//!
+//! A [`Link`] owns listeners and reconnecting connectors and hands out [`Connection`]s: a
+//! [`PacketReader`] that yields packet bodies and a [`PacketWriter`] that coalesces
+//! queued packets into few writes. Packets are `size:u32 big-endian, body[size]`; a size
+//! above the configured maximum closes the connection before any allocation of that size.
+//!
+//! The link knows nothing of the snakeMQ protocol, so it can carry any packet protocol a
+//! user builds on top.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), snakemq_link::LinkError> {
+//! use bytes::Bytes;
+//! use snakemq_link::{Endpoint, Link, LinkConfig};
+//!
+//! let (server, mut accepted) = Link::new(LinkConfig::default());
+//! let (_, bound) = server.listen(&"memory:doc-server".parse()?).await?;
+//!
+//! let (client, mut connected) = Link::new(LinkConfig::default());
+//! client.connect(bound);
+//!
+//! let (_, _, writer) = connected.next().await.ok_or(snakemq_link::LinkError::Closed)?.into_parts();
+//! writer.send_packet(Bytes::from_static(b"hello")).await?;
+//!
+//! let (_, mut reader, _) = accepted.next().await.ok_or(snakemq_link::LinkError::Closed)?.into_parts();
+//! assert_eq!(reader.next().await?, Some(Bytes::from_static(b"hello")));
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod connection;
+mod endpoint;
+mod error;
+mod link;
+mod memory;
+pub mod packet;
+
+pub use backoff::Backoff;
+pub use connection::{
+    BoxRead, BoxWrite, ConnId, ConnInfo, Connection, Direction, PacketReader, PacketWriter,
+    TransportKind,
+};
+pub use endpoint::Endpoint;
+pub use error::LinkError;
+pub use link::{ConnectorId, Incoming, Link, LinkConfig, ListenerId};
+pub use packet::{DEFAULT_MAX_PACKET_SIZE, PacketDecoder};

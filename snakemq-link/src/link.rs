@@ -1,0 +1,390 @@
+//! The link: listeners and reconnecting connectors that hand out [`Connection`]s.
+//!
+//! Every listener and connector is a task. New connections from all of them arrive, in
+//! order, on one [`Incoming`] queue. A connector waits until the connection it made is
+//! completely gone (reader, writers and writer task dropped) and then reconnects with
+//! [`Backoff`]. The number of open connections is bounded.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::connection::{
+    AliveToken, BoxRead, BoxWrite, ClosedSignal, ConnId, ConnInfo, Connection, Direction,
+    TransportKind, alive_pair,
+};
+use crate::memory::{self, MemoryListener};
+use crate::{Backoff, DEFAULT_MAX_PACKET_SIZE, Endpoint, LinkError};
+
+/// Settings of a [`Link`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LinkConfig {
+    /// Largest packet body accepted from a peer; a larger announced size closes the
+    /// connection.
+    pub max_packet_size: u32,
+    /// Reconnect delays of connectors.
+    pub backoff: Backoff,
+    /// Most connections open at once (listeners refuse, connectors wait beyond it).
+    pub max_connections: usize,
+    /// New connections waiting to be taken from [`Incoming`] before listeners pause.
+    pub incoming_capacity: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            backoff: Backoff::default(),
+            max_connections: 1024,
+            incoming_capacity: 64,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Sets the maximum packet body size.
+    pub fn max_packet_size(mut self, bytes: u32) -> Self {
+        self.max_packet_size = bytes;
+        self
+    }
+
+    /// Sets the reconnect backoff.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the connection limit.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+}
+
+/// Identifies a listener for removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
+/// Identifies a connector for removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectorId(u64);
+
+/// New connections from every listener and connector of a link.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<Connection>,
+}
+
+impl Incoming {
+    /// The next new connection; `None` once the link is shut down.
+    pub async fn next(&mut self) -> Option<Connection> {
+        self.rx.recv().await
+    }
+}
+
+/// Owns listeners and connectors. Cheap to clone; the tasks stop when the last clone is
+/// dropped or [`Link::shutdown`] is called. Connections already handed out stay open until
+/// their owner drops them.
+#[derive(Debug, Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LinkConfig,
+    tx: mpsc::Sender<Connection>,
+    slots: Arc<Semaphore>,
+    tasks: Mutex<HashMap<u64, JoinHandle<()>>>,
+    next_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, task) in tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// What a listener or connector task needs; no reference back to the link, so dropping the
+/// link really stops everything.
+#[derive(Clone)]
+struct TaskCtx {
+    tx: mpsc::Sender<Connection>,
+    slots: Arc<Semaphore>,
+    max_packet_size: u32,
+}
+
+impl TaskCtx {
+    fn wrap(
+        &self,
+        read: BoxRead,
+        write: BoxWrite,
+        mut info: ConnInfo,
+        alive: AliveToken,
+    ) -> Connection {
+        info.peer_certificates.clear();
+        Connection::spawn(info, read, write, self.max_packet_size, alive)
+    }
+}
+
+impl Link {
+    /// A link with the given settings and the queue its connections arrive on.
+    pub fn new(config: LinkConfig) -> (Link, Incoming) {
+        let (tx, rx) = mpsc::channel(config.incoming_capacity.max(1));
+        let inner = Inner {
+            slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            config,
+            tx,
+            tasks: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        };
+        (
+            Link {
+                inner: Arc::new(inner),
+            },
+            Incoming { rx },
+        )
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LinkConfig {
+        &self.inner.config
+    }
+
+    fn ctx(&self) -> TaskCtx {
+        TaskCtx {
+            tx: self.inner.tx.clone(),
+            slots: self.inner.slots.clone(),
+            max_packet_size: self.inner.config.max_packet_size,
+        }
+    }
+
+    fn register(&self, task: JoinHandle<()>) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|_, t| !t.is_finished());
+        tasks.insert(id, task);
+        id
+    }
+
+    fn unregister(&self, id: u64) -> bool {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        match tasks.remove(&id) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts listening. Returns the id and the bound endpoint (port 0 is replaced by the
+    /// port the system chose).
+    pub async fn listen(&self, endpoint: &Endpoint) -> Result<(ListenerId, Endpoint), LinkError> {
+        let ctx = self.ctx();
+        let (task, bound) = match endpoint {
+            Endpoint::Tcp(addr) => {
+                let listener =
+                    TcpListener::bind(addr.as_str())
+                        .await
+                        .map_err(|source| LinkError::Bind {
+                            endpoint: endpoint.to_string(),
+                            source,
+                        })?;
+                let local = listener.local_addr()?;
+                let span = tracing::info_span!("listener", addr = %local);
+                let task = tokio::spawn(tcp_accept_loop(listener, ctx).instrument(span));
+                (task, Endpoint::tcp(local))
+            }
+            Endpoint::Memory(name) => {
+                let listener = MemoryListener::bind(name)?;
+                let span = tracing::info_span!("listener", addr = %endpoint);
+                let task = tokio::spawn(memory_accept_loop(listener, ctx).instrument(span));
+                (task, endpoint.clone())
+            }
+        };
+        tracing::debug!(%bound, "listening");
+        Ok((ListenerId(self.register(task)), bound))
+    }
+
+    /// Starts a connector that keeps one connection to `endpoint` open, reconnecting with
+    /// backoff whenever it fails or closes.
+    pub fn connect(&self, endpoint: Endpoint) -> ConnectorId {
+        let ctx = self.ctx();
+        let backoff = self.inner.config.backoff;
+        let span = tracing::info_span!("connector", to = %endpoint);
+        let task = tokio::spawn(connector_loop(endpoint, backoff, ctx).instrument(span));
+        ConnectorId(self.register(task))
+    }
+
+    /// Stops a listener. Returns whether it existed.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.unregister(id.0)
+    }
+
+    /// Stops a connector (its current connection, if any, stays with its owner). Returns
+    /// whether it existed.
+    pub fn remove_connector(&self, id: ConnectorId) -> bool {
+        self.unregister(id.0)
+    }
+
+    /// Stops every listener and connector.
+    pub fn shutdown(&self) {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, task) in tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+fn tcp_parts(stream: TcpStream) -> Result<(BoxRead, BoxWrite, ConnInfo), LinkError> {
+    // Small packets (pings, acks) must not wait for Nagle's algorithm.
+    stream.set_nodelay(true)?;
+    let remote_addr = stream.peer_addr()?;
+    let local_addr = stream.local_addr()?;
+    let (read, write) = stream.into_split();
+    let info = ConnInfo {
+        id: ConnId::next(),
+        remote_addr: Some(remote_addr),
+        local_addr: Some(local_addr),
+        remote: remote_addr.to_string(),
+        transport: TransportKind::Tcp,
+        direction: Direction::Inbound,
+        peer_certificates: Vec::new(),
+    };
+    Ok((Box::new(read), Box::new(write), info))
+}
+
+fn memory_parts(stream: tokio::io::DuplexStream, remote: String) -> (BoxRead, BoxWrite, ConnInfo) {
+    let (read, write) = tokio::io::split(stream);
+    let info = ConnInfo {
+        id: ConnId::next(),
+        remote_addr: None,
+        local_addr: None,
+        remote,
+        transport: TransportKind::Memory,
+        direction: Direction::Inbound,
+        peer_certificates: Vec::new(),
+    };
+    (Box::new(read), Box::new(write), info)
+}
+
+async fn tcp_accept_loop(listener: TcpListener, ctx: TaskCtx) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Usually EMFILE or a connection reset before accept: keep serving.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached, refusing a connection");
+            continue;
+        };
+        match tcp_parts(stream) {
+            Ok((read, write, info)) => {
+                let (alive, _closed) = alive_pair(Some(permit));
+                tracing::debug!(conn = %info.id, remote = %info.remote, "accepted");
+                if ctx
+                    .tx
+                    .send(ctx.wrap(read, write, info, alive))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "accepted socket unusable"),
+        }
+    }
+}
+
+async fn memory_accept_loop(mut listener: MemoryListener, ctx: TaskCtx) {
+    while let Some((stream, remote)) = listener.accept().await {
+        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached, refusing a connection");
+            continue;
+        };
+        let (read, write, info) = memory_parts(stream, remote);
+        let (alive, _closed) = alive_pair(Some(permit));
+        if ctx
+            .tx
+            .send(ctx.wrap(read, write, info, alive))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn open(endpoint: &Endpoint) -> Result<(BoxRead, BoxWrite, ConnInfo), LinkError> {
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            // Resolved at every attempt: a name may point somewhere new after a restart.
+            let stream =
+                TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(|source| LinkError::Connect {
+                        endpoint: endpoint.to_string(),
+                        source,
+                    })?;
+            tcp_parts(stream)
+        }
+        Endpoint::Memory(name) => {
+            let stream = memory::connect(name, "memory:connector".to_owned()).await?;
+            Ok(memory_parts(stream, endpoint.to_string()))
+        }
+    }
+}
+
+async fn connector_loop(endpoint: Endpoint, backoff: Backoff, ctx: TaskCtx) {
+    let mut failures: u32 = 0;
+    loop {
+        let Ok(permit) = ctx.slots.clone().acquire_owned().await else {
+            return;
+        };
+        match open(&endpoint).await {
+            Ok((read, write, mut info)) => {
+                info.direction = Direction::Outbound;
+                failures = 0;
+                let (alive, closed): (AliveToken, ClosedSignal) = alive_pair(Some(permit));
+                tracing::debug!(conn = %info.id, "connected");
+                if ctx
+                    .tx
+                    .send(ctx.wrap(read, write, info, alive))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // Err means every holder of the token is gone: the connection is over.
+                let _ = closed.await;
+                tracing::debug!("connection gone, reconnecting");
+            }
+            Err(error) => {
+                drop(permit);
+                tracing::debug!(%error, failures, "connect failed");
+                failures = failures.saturating_add(1);
+            }
+        }
+        let delay = if failures == 0 {
+            backoff.delay(0)
+        } else {
+            backoff.delay(failures - 1)
+        };
+        tokio::time::sleep(delay).await;
+    }
+}

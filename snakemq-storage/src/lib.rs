@@ -1,0 +1,85 @@
+//! Queue stores for snakemq.
+//!
+//! A [`QueueStore`] keeps the outgoing messages of every peer in per-peer FIFO order,
+//! keyed by a store-wide increasing sequence number. The store knows nothing of the
+//! protocol or of connections: the messaging layer decides what to send, and removes a
+//! message only once the peer acknowledged it.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use snakemq_storage::{Expiry, MemoryStore, NewRecord, QueueStore};
+//!
+//! let mut store = MemoryStore::new();
+//! let seq = store.push("bob", NewRecord {
+//!     uuid: [7; 16],
+//!     data: Bytes::from_static(b"hello"),
+//!     flags: 0,
+//!     expiry: Expiry::Never,
+//! })?;
+//! let mut page = Vec::new();
+//! store.read("bob", None, 10, &mut page)?;
+//! assert_eq!(page[0].seq, seq);
+//! store.remove("bob", &[seq])?;
+//! assert_eq!(store.stats("bob")?.messages, 0);
+//! # Ok::<(), snakemq_storage::StorageError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod memory;
+mod record;
+
+pub use error::StorageError;
+pub use memory::MemoryStore;
+pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
+
+/// Where outgoing messages wait for their peer.
+///
+/// Synchronous on purpose: backends do blocking I/O, and the messaging layer runs them
+/// off the async threads, batching many operations into one call where it can.
+pub trait QueueStore: Send + 'static {
+    /// Appends one message to `peer`'s queue and returns its sequence number.
+    fn push(&mut self, peer: &str, record: NewRecord) -> Result<u64, StorageError>;
+
+    /// Appends several messages in one go (one transaction for durable backends), in
+    /// order. Returns their sequence numbers.
+    fn push_batch(&mut self, items: Vec<(String, NewRecord)>) -> Result<Vec<u64>, StorageError> {
+        items
+            .into_iter()
+            .map(|(peer, record)| self.push(&peer, record))
+            .collect()
+    }
+
+    /// Appends up to `limit` messages of `peer`'s queue with a sequence number greater
+    /// than `after` (all when `None`) to `out`, oldest first.
+    fn read(
+        &self,
+        peer: &str,
+        after: Option<u64>,
+        limit: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), StorageError>;
+
+    /// Removes messages by sequence number; unknown numbers are ignored. Returns how many
+    /// were removed.
+    fn remove(&mut self, peer: &str, seqs: &[u64]) -> Result<usize, StorageError>;
+
+    /// Removes every message whose deadline is at or before `now_ms` (milliseconds since
+    /// the Unix epoch) and appends them, with their peer, to `out`. Messages of a peer with
+    /// a sequence number at or below `protect(peer)` are kept (they are in flight).
+    fn expire(
+        &mut self,
+        now_ms: u64,
+        protect: &dyn Fn(&str) -> Option<u64>,
+        out: &mut Vec<(String, Record)>,
+    ) -> Result<(), StorageError>;
+
+    /// The earliest deadline of any stored message, if any has one.
+    fn next_deadline(&self) -> Option<u64>;
+
+    /// Count and size of one peer's queue.
+    fn stats(&self, peer: &str) -> Result<PeerStats, StorageError>;
+
+    /// Every peer with a non-empty queue, with its stats.
+    fn peers(&self) -> Result<Vec<(String, PeerStats)>, StorageError>;
+}

@@ -1,0 +1,2 @@
+//! snakemq facade.
+#![forbid(unsafe_code)]
