@@ -1,2 +1,4 @@
 //! snakemq facade.
 #![forbid(unsafe_code)]
+
+pub mod proto;

@@ -1,0 +1,383 @@
+//! The per-connection state machine.
+//!
+//! Handshake (WIRE.md): both sides send PROTOCOL_VERSION, CAPABILITIES (Rust peers) and
+//! IDENTIFICATION at once, without waiting. MESSAGE and ACK are only valid after the peer's
+//! IDENTIFICATION. A Python peer never sends CAPABILITIES, which is how we know to fall back
+//! to its at-most-once semantics. After any violation the connection is closed and nothing
+//! more from it is processed.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::frame::{CAP_ACKS, Frame, MessageFrame, PROTOCOL_VERSION, Uuid, encode_ack};
+use super::{ProtoError, encode_message};
+
+/// Longest remote identity accepted, in bytes.
+pub const MAX_REMOTE_IDENTITY: usize = 200;
+
+/// Unknown frames tolerated in a burst, then refilled at this many per second.
+const UNKNOWN_FRAME_BUDGET: u32 = 64;
+
+/// Most message ids carried by one ACK frame.
+const MAX_ACK_BATCH: usize = 4096;
+
+/// Keepalive timing: after `interval` without any received packet a PING is sent; if
+/// nothing arrives within `wait` after it, the connection is declared dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before a PING.
+    pub interval: Duration,
+    /// Time allowed for the answer.
+    pub wait: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            interval: Duration::from_secs(2),
+            wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Settings of one connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectionConfig {
+    /// Our identity (already validated by the caller).
+    pub identity: String,
+    /// Whether we announce and use acknowledgements (CAPABILITIES bit 0).
+    pub acks: bool,
+    /// Keepalive, `None` to turn it off.
+    pub keepalive: Option<Keepalive>,
+    /// Time allowed for the peer's IDENTIFICATION.
+    pub handshake_timeout: Duration,
+}
+
+impl ConnectionConfig {
+    /// Defaults: acks on, keepalive on, 10 s handshake deadline.
+    pub fn new(identity: impl Into<String>) -> Self {
+        ConnectionConfig {
+            identity: identity.into(),
+            acks: true,
+            keepalive: Some(Keepalive::default()),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets whether acknowledgements are announced.
+    pub fn acks(mut self, on: bool) -> Self {
+        self.acks = on;
+        self
+    }
+
+    /// Sets keepalive.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Sets the handshake deadline.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+}
+
+/// What happened on the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The peer identified itself. `acks` tells whether both sides use acknowledgements
+    /// (false for Python peers).
+    Identified {
+        /// The peer's identity.
+        identity: String,
+        /// Acknowledgements in use on this connection.
+        acks: bool,
+    },
+    /// A message arrived.
+    Message(MessageFrame),
+    /// The peer acknowledged these messages.
+    Acked(Vec<Uuid>),
+    /// The connection must be closed: flush [`Connection::take_transmit`] and close.
+    Closed(ProtoError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    Identified,
+    Closed,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    config: ConnectionConfig,
+    state: State,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    peer_caps: Option<u32>,
+    acks_in_use: bool,
+    pending_acks: Vec<Uuid>,
+    handshake_deadline: Instant,
+    last_received: Instant,
+    ping_sent_at: Option<Instant>,
+    unknown_budget: u32,
+    unknown_refilled: Instant,
+    unknown_seen: u64,
+}
+
+impl Connection {
+    /// A new connection; the handshake frames are queued for transmission at once.
+    pub fn new(config: ConnectionConfig, now: Instant) -> Self {
+        let mut out = BytesMut::with_capacity(64 + config.identity.len());
+        Frame::ProtocolVersion(PROTOCOL_VERSION).encode(&mut out);
+        if config.acks {
+            Frame::Capabilities(CAP_ACKS).encode(&mut out);
+        }
+        Frame::Identification(Bytes::copy_from_slice(config.identity.as_bytes())).encode(&mut out);
+        Connection {
+            handshake_deadline: now + config.handshake_timeout,
+            config,
+            state: State::Handshake,
+            out,
+            events: VecDeque::new(),
+            peer_caps: None,
+            acks_in_use: false,
+            pending_acks: Vec::new(),
+            last_received: now,
+            ping_sent_at: None,
+            unknown_budget: UNKNOWN_FRAME_BUDGET,
+            unknown_refilled: now,
+            unknown_seen: 0,
+        }
+    }
+
+    /// Whether the peer has identified.
+    pub fn is_identified(&self) -> bool {
+        self.state == State::Identified
+    }
+
+    /// Whether the connection is closed (by a violation or a timeout).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether acknowledgements are in use (both sides announced them).
+    pub fn acks_in_use(&self) -> bool {
+        self.acks_in_use
+    }
+
+    /// Number of frames of unknown type received so far.
+    pub fn unknown_frames(&self) -> u64 {
+        self.unknown_seen
+    }
+
+    /// Processes one received packet body.
+    pub fn handle_packet(&mut self, body: Bytes, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.last_received = now;
+        self.ping_sent_at = None;
+        if let Err(error) = self.process(body, now) {
+            self.close(error);
+        }
+    }
+
+    fn process(&mut self, body: Bytes, now: Instant) -> Result<(), ProtoError> {
+        match Frame::decode(body)? {
+            Frame::ProtocolVersion(PROTOCOL_VERSION) => Ok(()),
+            Frame::ProtocolVersion(other) => {
+                Frame::IncompatibleProtocol.encode(&mut self.out);
+                Err(ProtoError::IncompatibleVersion(other))
+            }
+            Frame::IncompatibleProtocol => Err(ProtoError::RefusedByPeer),
+            Frame::Identification(raw) => self.identify(&raw),
+            Frame::Message(message) => {
+                if self.state != State::Identified {
+                    return Err(ProtoError::BeforeIdentification("MESSAGE"));
+                }
+                self.events.push_back(Event::Message(message));
+                Ok(())
+            }
+            Frame::Ping => {
+                Frame::Pong.encode(&mut self.out);
+                Ok(())
+            }
+            Frame::Pong => Ok(()),
+            Frame::Capabilities(bits) => {
+                if self.state == State::Identified {
+                    // Capabilities are part of the handshake; late ones would change the
+                    // delivery contract mid-stream.
+                    return Err(ProtoError::Malformed("CAPABILITIES after IDENTIFICATION"));
+                }
+                self.peer_caps = Some(bits);
+                Ok(())
+            }
+            Frame::Ack(ids) => {
+                if self.state != State::Identified {
+                    return Err(ProtoError::BeforeIdentification("ACK"));
+                }
+                if !self.acks_in_use {
+                    return Err(ProtoError::UnexpectedAck);
+                }
+                self.events.push_back(Event::Acked(ids));
+                Ok(())
+            }
+            Frame::Unknown { .. } => self.count_unknown(now),
+        }
+    }
+
+    fn identify(&mut self, raw: &[u8]) -> Result<(), ProtoError> {
+        if self.state == State::Identified {
+            return Err(ProtoError::DuplicateIdentification);
+        }
+        if raw.is_empty() {
+            return Err(ProtoError::InvalidIdentity("empty"));
+        }
+        if raw.len() > MAX_REMOTE_IDENTITY {
+            return Err(ProtoError::InvalidIdentity("longer than 200 bytes"));
+        }
+        let identity =
+            std::str::from_utf8(raw).map_err(|_| ProtoError::InvalidIdentity("not UTF-8"))?;
+        self.acks_in_use = self.config.acks && self.peer_caps.is_some_and(|b| b & CAP_ACKS != 0);
+        self.state = State::Identified;
+        self.events.push_back(Event::Identified {
+            identity: identity.to_owned(),
+            acks: self.acks_in_use,
+        });
+        Ok(())
+    }
+
+    fn count_unknown(&mut self, now: Instant) -> Result<(), ProtoError> {
+        self.unknown_seen += 1;
+        let elapsed = now.saturating_duration_since(self.unknown_refilled);
+        let refill = (elapsed.as_millis() as u64 * u64::from(UNKNOWN_FRAME_BUDGET) / 1000) as u32;
+        if refill > 0 {
+            self.unknown_budget =
+                (self.unknown_budget.saturating_add(refill)).min(UNKNOWN_FRAME_BUDGET);
+            self.unknown_refilled = now;
+        }
+        match self.unknown_budget.checked_sub(1) {
+            Some(left) => {
+                self.unknown_budget = left;
+                Ok(())
+            }
+            None => Err(ProtoError::UnknownFlood),
+        }
+    }
+
+    /// Queues a message for transmission.
+    ///
+    /// # Errors
+    /// Refused before the peer identified (the protocol forbids it) or after close.
+    pub fn send_message(&mut self, message: &MessageFrame) -> Result<(), ProtoError> {
+        if self.state != State::Identified {
+            return Err(ProtoError::BeforeIdentification("MESSAGE"));
+        }
+        encode_message(message, &mut self.out);
+        Ok(())
+    }
+
+    /// The transmit buffer, for callers that encode messages themselves (after checking
+    /// [`Connection::is_identified`]).
+    pub fn transmit_buffer(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Records that a received message has been handed to the application; its ACK goes
+    /// out with the next transmit, batched with others. No-op when acks are not in use.
+    pub fn ack(&mut self, uuid: Uuid) {
+        if self.acks_in_use && self.state == State::Identified {
+            self.pending_acks.push(uuid);
+        }
+    }
+
+    /// Number of acknowledgements waiting for the next transmit.
+    pub fn pending_acks(&self) -> usize {
+        self.pending_acks.len()
+    }
+
+    /// Everything to send now (pending ACKs are flushed into as few frames as possible);
+    /// `None` when there is nothing.
+    pub fn take_transmit(&mut self) -> Option<Bytes> {
+        if !self.pending_acks.is_empty() && self.state != State::Closed {
+            for chunk in self.pending_acks.chunks(MAX_ACK_BATCH) {
+                encode_ack(chunk, &mut self.out);
+            }
+            self.pending_acks.clear();
+        }
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.split().freeze())
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            State::Handshake => {
+                let keepalive = self.keepalive_deadline();
+                Some(keepalive.map_or(self.handshake_deadline, |k| k.min(self.handshake_deadline)))
+            }
+            State::Identified => self.keepalive_deadline(),
+        }
+    }
+
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        let keepalive = self.config.keepalive?;
+        Some(match self.ping_sent_at {
+            Some(sent) => sent + keepalive.wait,
+            None => self.last_received + keepalive.interval,
+        })
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.state == State::Handshake && now >= self.handshake_deadline {
+            self.close(ProtoError::HandshakeTimeout(self.config.handshake_timeout));
+            return;
+        }
+        let Some(keepalive) = self.config.keepalive else {
+            return;
+        };
+        match self.ping_sent_at {
+            Some(sent) if now >= sent + keepalive.wait => {
+                self.close(ProtoError::KeepaliveTimeout(keepalive.wait));
+            }
+            None if now >= self.last_received + keepalive.interval => {
+                Frame::Ping.encode(&mut self.out);
+                self.ping_sent_at = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the connection with `reason`; nothing more is processed.
+    pub fn close(&mut self, reason: ProtoError) {
+        if self.state != State::Closed {
+            self.state = State::Closed;
+            self.pending_acks.clear();
+            self.events.push_back(Event::Closed(reason));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

@@ -1,0 +1,236 @@
+use super::*;
+use crate::proto::MessageFrame;
+use bytes::Buf;
+
+fn packets(mut bytes: Bytes) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 4 {
+        let size = bytes.get_u32() as usize;
+        frames.push(
+            Frame::decode(bytes.split_to(size)).unwrap_or(Frame::Unknown { kind: 255, len: 0 }),
+        );
+    }
+    frames
+}
+
+fn body(frame: Frame) -> Bytes {
+    let mut out = BytesMut::new();
+    frame.encode(&mut out);
+    out.split_off(4).freeze()
+}
+
+fn message(byte: u8) -> MessageFrame {
+    MessageFrame {
+        uuid: [byte; 16],
+        ttl: 10,
+        flags: 0,
+        data: Bytes::from_static(b"x"),
+    }
+}
+
+fn identified_pair(now: Instant) -> Connection {
+    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    conn.take_transmit();
+    conn.handle_packet(body(Frame::ProtocolVersion(1)), now);
+    conn.handle_packet(body(Frame::Capabilities(CAP_ACKS)), now);
+    conn.handle_packet(body(Frame::Identification(Bytes::from_static(b"bob"))), now);
+    conn
+}
+
+#[test]
+fn handshake_frames_go_out_first_in_order() {
+    let now = Instant::now();
+    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    let sent = packets(conn.take_transmit().unwrap_or_default());
+    assert_eq!(
+        sent,
+        vec![
+            Frame::ProtocolVersion(1),
+            Frame::Capabilities(CAP_ACKS),
+            Frame::Identification(Bytes::from_static(b"alice")),
+        ]
+    );
+}
+
+#[test]
+fn python_peer_gets_no_acks() {
+    let now = Instant::now();
+    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    conn.handle_packet(body(Frame::ProtocolVersion(1)), now);
+    conn.handle_packet(body(Frame::Identification(Bytes::from_static(b"py"))), now);
+    assert_eq!(
+        conn.poll_event(),
+        Some(Event::Identified {
+            identity: "py".into(),
+            acks: false
+        })
+    );
+    conn.take_transmit();
+    conn.ack([1; 16]);
+    assert_eq!(conn.take_transmit(), None);
+}
+
+#[test]
+fn acks_are_batched_into_one_frame() {
+    let now = Instant::now();
+    let mut conn = identified_pair(now);
+    assert_eq!(
+        conn.poll_event(),
+        Some(Event::Identified {
+            identity: "bob".into(),
+            acks: true
+        })
+    );
+    for i in 0..3 {
+        conn.handle_packet(body(Frame::Message(message(i))), now);
+        conn.ack([i; 16]);
+    }
+    let sent = packets(conn.take_transmit().unwrap_or_default());
+    assert_eq!(sent, vec![Frame::Ack(vec![[0; 16], [1; 16], [2; 16]])]);
+}
+
+#[test]
+fn violations_close_and_stop_processing() {
+    let now = Instant::now();
+    let cases: Vec<(Vec<Frame>, fn(&ProtoError) -> bool)> = vec![
+        (vec![Frame::Message(message(1))], |e| {
+            matches!(e, ProtoError::BeforeIdentification(_))
+        }),
+        (vec![Frame::ProtocolVersion(2)], |e| {
+            matches!(e, ProtoError::IncompatibleVersion(2))
+        }),
+        (
+            vec![
+                Frame::Identification(Bytes::from_static(b"a")),
+                Frame::Identification(Bytes::from_static(b"b")),
+            ],
+            |e| matches!(e, ProtoError::DuplicateIdentification),
+        ),
+        (vec![Frame::Identification(Bytes::new())], |e| {
+            matches!(e, ProtoError::InvalidIdentity(_))
+        }),
+        (
+            vec![Frame::Identification(Bytes::from_static(b"\xff\xfe"))],
+            |e| matches!(e, ProtoError::InvalidIdentity(_)),
+        ),
+        (
+            vec![Frame::Identification(Bytes::from(vec![b'a'; 201]))],
+            |e| matches!(e, ProtoError::InvalidIdentity(_)),
+        ),
+    ];
+    for (frames, check) in cases {
+        let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+        for frame in frames {
+            conn.handle_packet(body(frame), now);
+        }
+        let closed = std::iter::from_fn(|| conn.poll_event()).find_map(|e| match e {
+            Event::Closed(reason) => Some(reason),
+            _ => None,
+        });
+        assert!(closed.as_ref().is_some_and(check), "{closed:?}");
+        assert!(conn.is_closed());
+        conn.handle_packet(
+            body(Frame::Identification(Bytes::from_static(b"late"))),
+            now,
+        );
+        assert_eq!(conn.poll_event(), None, "processed input after close");
+    }
+}
+
+#[test]
+fn wrong_version_is_answered_with_incompatible() {
+    let now = Instant::now();
+    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    conn.take_transmit();
+    conn.handle_packet(body(Frame::ProtocolVersion(7)), now);
+    assert_eq!(
+        packets(conn.take_transmit().unwrap_or_default()),
+        vec![Frame::IncompatibleProtocol]
+    );
+}
+
+#[test]
+fn ping_is_answered_at_once() {
+    let now = Instant::now();
+    let mut conn = identified_pair(now);
+    conn.take_transmit();
+    conn.handle_packet(body(Frame::Ping), now);
+    assert_eq!(
+        packets(conn.take_transmit().unwrap_or_default()),
+        vec![Frame::Pong]
+    );
+}
+
+#[test]
+fn keepalive_pings_then_closes() {
+    let start = Instant::now();
+    let mut conn = identified_pair(start);
+    conn.take_transmit();
+    let ka = Keepalive::default();
+    assert_eq!(conn.poll_timeout(), Some(start + ka.interval));
+    conn.handle_timeout(start + ka.interval);
+    assert_eq!(
+        packets(conn.take_transmit().unwrap_or_default()),
+        vec![Frame::Ping]
+    );
+    let due = conn.poll_timeout().unwrap_or(start);
+    assert_eq!(due, start + ka.interval + ka.wait);
+    conn.handle_timeout(due);
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn any_packet_counts_as_life() {
+    let start = Instant::now();
+    let mut conn = identified_pair(start);
+    let ka = Keepalive::default();
+    conn.handle_timeout(start + ka.interval);
+    conn.handle_packet(
+        body(Frame::Message(message(1))),
+        start + ka.interval + Duration::from_millis(10),
+    );
+    conn.handle_timeout(start + ka.interval + ka.wait);
+    assert!(!conn.is_closed());
+}
+
+#[test]
+fn handshake_deadline_closes_silent_peer() {
+    let start = Instant::now();
+    let config = ConnectionConfig::new("alice")
+        .keepalive(None)
+        .handshake_timeout(Duration::from_secs(5));
+    let mut conn = Connection::new(config, start);
+    assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(5)));
+    conn.handle_timeout(start + Duration::from_secs(5));
+    assert!(matches!(
+        conn.poll_event(),
+        Some(Event::Closed(ProtoError::HandshakeTimeout(_)))
+    ));
+}
+
+#[test]
+fn unknown_frames_are_ignored_until_they_flood() {
+    let now = Instant::now();
+    let mut conn = identified_pair(now);
+    for _ in 0..UNKNOWN_FRAME_BUDGET {
+        conn.handle_packet(body(Frame::Unknown { kind: 200, len: 3 }), now);
+    }
+    assert!(!conn.is_closed());
+    // Budget refills over time.
+    let later = now + Duration::from_secs(1);
+    for _ in 0..UNKNOWN_FRAME_BUDGET {
+        conn.handle_packet(body(Frame::Unknown { kind: 200, len: 3 }), later);
+    }
+    assert!(!conn.is_closed());
+    conn.handle_packet(body(Frame::Unknown { kind: 200, len: 3 }), later);
+    assert!(conn.is_closed());
+}
+
+#[test]
+fn ack_without_negotiation_is_a_violation() {
+    let now = Instant::now();
+    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    conn.handle_packet(body(Frame::Identification(Bytes::from_static(b"py"))), now);
+    conn.handle_packet(body(Frame::Ack(vec![[1; 16]])), now);
+    assert!(conn.is_closed());
+}
