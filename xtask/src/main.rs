@@ -1,2 +1,66 @@
-//! cargo xtask.
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+//!
+//! Plain `std::process` and no dependencies, so it compiles in seconds on a fresh machine.
+//!
+//! Commands:
+//! - `ci`: format check, clippy, tests (with the Python interop virtualenv), docs, examples.
+//! - `fuzz --seconds N`: every cargo-fuzz target in `fuzz/` for N seconds each.
+//! - `bench [--rounds N] [--quick]`: our throughput against libzmq, Python snakeMQ and raw TCP.
+//! - `python-env`: ensure the interop virtualenv and print its interpreter path.
+
+mod bench;
+mod ci;
+mod fuzz;
+mod python;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                          fmt check, clippy, tests, docs, examples (what .ci/run runs)
+  fuzz --seconds N            run every fuzz target in fuzz/ for N seconds each
+  bench [--rounds N] [--quick]
+                              throughput: ours vs libzmq vs Python snakeMQ vs raw TCP
+  python-env                  ensure the Python interop virtualenv, print its interpreter
+                              (export SNAKEMQ_PYTHON=$(cargo xtask python-env))";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match command.as_str() {
+        "ci" => no_args(rest).and_then(|()| ci::run()),
+        "fuzz" => fuzz::parse_args(rest).and_then(fuzz::run),
+        "bench" => bench::parse_args(rest).and_then(bench::run),
+        "python-env" => no_args(rest).and_then(|()| {
+            let python = python::ensure_python_venv()?;
+            // Only the path on stdout, so `$(cargo xtask python-env)` works.
+            println!("{}", python.display());
+            Ok(())
+        }),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {command}: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn no_args(rest: &[String]) -> Result<(), String> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => Err(format!("unexpected argument `{arg}`\n\n{USAGE}")),
+    }
+}
