@@ -255,6 +255,24 @@ fn run_harness(
     size: u64,
     count: u64,
 ) -> Result<f64, String> {
+    run_harness_inner(program, harness, size, count).map_err(|err| {
+        if harness == Harness::Ours {
+            format!(
+                "{err}\n(`snakemq bench --size S --count C --json` must print one JSON line \
+                 with msgs_per_sec; it may not be implemented yet)"
+            )
+        } else {
+            err
+        }
+    })
+}
+
+fn run_harness_inner(
+    program: &[PathBuf],
+    harness: Harness,
+    size: u64,
+    count: u64,
+) -> Result<f64, String> {
     let (first, rest) = program
         .split_first()
         .ok_or("internal: harness without a program")?;
@@ -278,16 +296,7 @@ fn run_harness(
     } else {
         command.args([size.to_string(), count.to_string()]);
     }
-    let output = util::run_with_timeout(&mut command, RUN_TIMEOUT, false).map_err(|err| {
-        if harness == Harness::Ours {
-            format!(
-                "{err}\n(`snakemq bench --size S --count C --json` must print one JSON line \
-                 with msgs_per_sec; it may not be implemented yet)"
-            )
-        } else {
-            err
-        }
-    })?;
+    let output = util::run_with_timeout(&mut command, RUN_TIMEOUT, false)?;
     let line = output
         .stdout
         .lines()
