@@ -1,0 +1,517 @@
+//! The async shell around one connection: moves bytes between the socket and the sans-IO
+//! protocol core, feeds received messages to the application and queued messages to the
+//! peer.
+//!
+//! One task per connection. Each turn of the loop handles everything that is ready (a
+//! burst of buffered packets, a wake-up for new messages, a timer), then sends what the
+//! turn produced in one write: many messages and one batched ACK frame per syscall.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use snakemq_link::{ConnInfo, Connection, PacketReader, PacketWriter};
+use snakemq_storage::{Expiry, Record};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::event::{DropReason, Event};
+use super::message::ReceivedMessage;
+use super::state::{DedupWindow, PeerLink, Shared};
+use crate::Error;
+use crate::proto::{self, ConnectionConfig, MessageFrame, TTL_INFINITE, Uuid};
+
+/// Packets handled per turn before the driver looks at timers and the queue again.
+const PACKETS_PER_TURN: usize = 512;
+/// Messages at least this large are queued to the writer without being copied.
+const DIRECT_PAYLOAD: usize = 64 * 1024;
+/// Longest wait for the writer to flush when a connection ends.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(5);
+
+/// Runs one connection to its end.
+pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
+    let (info, reader, writer) = conn.into_parts();
+    let span = tracing::info_span!("conn", id = %info.id, remote = %info.remote, peer = tracing::field::Empty);
+    let settings = &shared.settings;
+    let config = ConnectionConfig::new(settings.identity.clone())
+        .acks(settings.acks)
+        .keepalive(settings.keepalive)
+        .handshake_timeout(settings.handshake_timeout);
+    let mut driver = Driver {
+        proto: proto::Connection::new(config, now()),
+        shared: shared.clone(),
+        info,
+        writer,
+        peer: None,
+        acks: false,
+        wake: Arc::new(Notify::new()),
+        evicted: Arc::new(AtomicBool::new(false)),
+        chunks: Vec::new(),
+        delivered_on_write: Vec::new(),
+    };
+    async move {
+        let outcome = driver.run(reader).await;
+        driver.finish(outcome).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Why a connection ended without an error worth reporting.
+enum Ended {
+    PeerClosed,
+    Shutdown,
+    Evicted,
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    proto: proto::Connection,
+    writer: PacketWriter,
+    /// The peer's identity once it identified and was registered.
+    peer: Option<Arc<str>>,
+    acks: bool,
+    wake: Arc<Notify>,
+    evicted: Arc<AtomicBool>,
+    /// Whole packets waiting to be written before the protocol's transmit buffer (large
+    /// payloads kept out of the copy).
+    chunks: Vec<Bytes>,
+    /// Messages to a peer without acks, reported delivered once written.
+    delivered_on_write: Vec<Uuid>,
+}
+
+impl Driver {
+    async fn run(&mut self, mut reader: PacketReader) -> Result<Ended, Error> {
+        let shared = self.shared.clone();
+        self.flush().await?;
+        loop {
+            let deadline = self.proto.poll_timeout().map(Instant::from_std);
+            let wake = self.wake.clone();
+            tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => return Ok(Ended::Shutdown),
+                packet = reader.next() => {
+                    let Some(packet) = packet? else {
+                        return Ok(Ended::PeerClosed);
+                    };
+                    let now = now();
+                    self.proto.handle_packet(packet, now);
+                    for _ in 1..PACKETS_PER_TURN {
+                        match reader.try_next()? {
+                            Some(packet) => self.proto.handle_packet(packet, now),
+                            None => break,
+                        }
+                    }
+                }
+                _ = wake.notified(), if self.peer.is_some() => {}
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.proto.handle_timeout(now());
+                }
+            }
+            self.process_events().await?;
+            if self.evicted.load(Ordering::Acquire) {
+                return Ok(Ended::Evicted);
+            }
+            self.pump().await;
+            self.flush().await?;
+        }
+    }
+
+    /// Handles what the protocol core reported this turn.
+    async fn process_events(&mut self) -> Result<(), Error> {
+        let mut received = Vec::new();
+        while let Some(event) = self.proto.poll_event() {
+            match event {
+                proto::Event::Identified { identity, acks } => {
+                    self.register(identity, acks).await?
+                }
+                proto::Event::Message(frame) => received.push(frame),
+                proto::Event::Acked(ids) => self.acked(&ids).await,
+                proto::Event::Closed(reason) => {
+                    // Deliver what arrived before the violation, then close.
+                    self.deliver(received).await;
+                    return Err(Error::Protocol(reason));
+                }
+            }
+        }
+        self.deliver(received).await;
+        Ok(())
+    }
+
+    async fn register(&mut self, identity: String, acks: bool) -> Result<(), Error> {
+        let peer: Arc<str> = Arc::from(identity);
+        {
+            let mut state = self.shared.lock();
+            if let Some(existing) = state.peers.get(&peer) {
+                if !self.shared.settings.replace_duplicates {
+                    return Err(Error::DuplicateIdentity(peer.to_string()));
+                }
+                existing.evicted.store(true, Ordering::Release);
+                existing.wake.notify_one();
+            }
+            state.peers.insert(
+                peer.clone(),
+                PeerLink {
+                    conn: self.info.id,
+                    wake: self.wake.clone(),
+                    evicted: self.evicted.clone(),
+                    acks,
+                    cursor: None,
+                    in_flight: Default::default(),
+                    in_flight_bytes: 0,
+                },
+            );
+        }
+        tracing::Span::current().record("peer", &*peer);
+        if acks {
+            tracing::debug!("peer identified, at-least-once delivery with acks");
+        } else {
+            tracing::info!("peer identified without acks (a Python peer): at-most-once delivery");
+        }
+        self.peer = Some(peer.clone());
+        self.acks = acks;
+        self.shared
+            .report(Event::Connected {
+                peer,
+                info: self.info.clone(),
+                acks,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Hands received messages to the application, suppressing duplicates, and queues
+    /// their acknowledgements.
+    async fn deliver(&mut self, frames: Vec<MessageFrame>) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        if frames.is_empty() {
+            return;
+        }
+        let fresh: Vec<bool> = if self.acks {
+            let mut state = self.shared.lock();
+            let window = self.shared.settings.dedup_window;
+            let dedup = state
+                .dedup
+                .entry(peer.clone())
+                .or_insert_with(|| DedupWindow::new(window));
+            frames.iter().map(|f| dedup.insert(f.uuid)).collect()
+        } else {
+            vec![true; frames.len()]
+        };
+        let counters = &self.shared.counters;
+        for (frame, fresh) in frames.into_iter().zip(fresh) {
+            let uuid = frame.uuid;
+            if fresh {
+                let event = Event::Received {
+                    from: peer.clone(),
+                    message: ReceivedMessage::from_wire(frame),
+                };
+                // Waits when the application is behind: backpressure reaches the sender
+                // through withheld acks and TCP flow control.
+                if !self.shared.emit(event).await {
+                    return;
+                }
+                counters.received.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            self.proto.ack(uuid);
+        }
+    }
+
+    /// Removes acknowledged messages from the queue.
+    async fn acked(&mut self, ids: &[Uuid]) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        let mut delivered = Vec::with_capacity(ids.len());
+        {
+            let mut state = self.shared.lock();
+            let state = &mut *state;
+            let Some(link) = state.peers.get_mut(&peer) else {
+                return;
+            };
+            let mut seqs = Vec::with_capacity(ids.len());
+            for id in ids {
+                // Acks come in send order, so the match is almost always at the front.
+                let position = link.in_flight.iter().position(|(uuid, _, _)| uuid == id);
+                if let Some((uuid, seq, size)) = position.and_then(|i| link.in_flight.remove(i)) {
+                    link.in_flight_bytes -= size;
+                    seqs.push(seq);
+                    delivered.push(uuid);
+                }
+            }
+            if let Err(error) = state.store.remove(&peer, &seqs) {
+                tracing::error!(%error, "store failed to remove acknowledged messages");
+            }
+        }
+        self.shared
+            .counters
+            .delivered
+            .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        self.shared.space.notify_waiters();
+        for uuid in delivered {
+            self.shared
+                .report(Event::Delivered {
+                    to: peer.clone(),
+                    uuid,
+                })
+                .await;
+        }
+    }
+
+    /// Moves queued messages into the transmit buffer, as many as the in-flight window
+    /// allows.
+    async fn pump(&mut self) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        if self.proto.is_closed() || !self.proto.is_identified() {
+            return;
+        }
+        let settings = &self.shared.settings;
+        let now_ms = self.shared.clock.now_ms();
+        let mut batch = Vec::new();
+        let mut expired = Vec::new();
+        {
+            let mut state = self.shared.lock();
+            let state = &mut *state;
+            let Some(link) = state.peers.get_mut(&peer) else {
+                return;
+            };
+            let room = settings
+                .max_in_flight_messages
+                .saturating_sub(link.in_flight.len());
+            if room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
+                return;
+            }
+            if let Err(error) = state.store.read(&peer, link.cursor, room, &mut batch) {
+                tracing::error!(%error, "store read failed");
+                return;
+            }
+            let mut taken = 0;
+            let mut bytes = link.in_flight_bytes;
+            for record in &batch {
+                if bytes >= settings.max_in_flight_bytes {
+                    break;
+                }
+                taken += 1;
+                link.cursor = Some(record.seq);
+                if record.expiry.deadline_ms().is_some_and(|d| d <= now_ms) {
+                    expired.push(record.seq);
+                    continue;
+                }
+                if link.acks {
+                    link.in_flight
+                        .push_back((record.uuid, record.seq, record.data.len()));
+                    link.in_flight_bytes += record.data.len();
+                }
+                bytes += record.data.len();
+            }
+            batch.truncate(taken);
+            // Without acks (Python peers) a message counts as delivered once written:
+            // it leaves the queue now.
+            let mut remove = expired.clone();
+            if !link.acks {
+                remove.extend(batch.iter().map(|r| r.seq));
+            }
+            if !remove.is_empty() {
+                if let Err(error) = state.store.remove(&peer, &remove) {
+                    tracing::error!(%error, "store remove failed");
+                }
+            }
+        }
+        if !expired.is_empty() {
+            self.shared.space.notify_waiters();
+        }
+        for record in batch {
+            if expired.contains(&record.seq) {
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .report(Event::Dropped {
+                        to: peer.clone(),
+                        uuid: record.uuid,
+                        reason: DropReason::Expired,
+                    })
+                    .await;
+                continue;
+            }
+            self.encode(&record, now_ms);
+            if !self.acks {
+                self.delivered_on_write.push(record.uuid);
+            }
+        }
+    }
+
+    fn encode(&mut self, record: &Record, now_ms: u64) {
+        let ttl = wire_ttl(record.expiry, now_ms);
+        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        let data = &record.data;
+        proto::encode_message_header(
+            &record.uuid,
+            ttl,
+            record.flags,
+            data.len(),
+            self.proto.transmit_buffer(),
+        );
+        if data.len() >= DIRECT_PAYLOAD {
+            // Keep the payload out of the copy: header and body go to the writer as two
+            // chunks, in order.
+            if let Some(head) = self.proto.take_transmit() {
+                self.chunks.push(head);
+            }
+            self.chunks.push(data.clone());
+        } else {
+            self.proto.transmit_buffer().extend_from_slice(data);
+        }
+    }
+
+    /// Writes everything this turn produced.
+    async fn flush(&mut self) -> Result<(), Error> {
+        for chunk in self.chunks.drain(..) {
+            self.writer.send_raw(chunk).await?;
+        }
+        if let Some(bytes) = self.proto.take_transmit() {
+            self.writer.send_raw(bytes).await?;
+        }
+        if !self.delivered_on_write.is_empty() {
+            let Some(peer) = self.peer.clone() else {
+                return Ok(());
+            };
+            let delivered = std::mem::take(&mut self.delivered_on_write);
+            self.shared
+                .counters
+                .delivered
+                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            self.shared.space.notify_waiters();
+            for uuid in delivered {
+                self.shared
+                    .report(Event::Delivered {
+                        to: peer.clone(),
+                        uuid,
+                    })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unregisters the peer, reports how the connection ended, flushes and closes.
+    async fn finish(mut self, outcome: Result<Ended, Error>) {
+        match &outcome {
+            Ok(Ended::PeerClosed) => tracing::debug!("peer closed the connection"),
+            Ok(Ended::Shutdown) => tracing::debug!("closing for shutdown"),
+            Ok(Ended::Evicted) => tracing::info!("replaced by a newer connection of the same peer"),
+            Err(error) => tracing::info!(%error, "closing connection"),
+        }
+        // Whatever the protocol still wants to say (INCOMPATIBLE_PROTOCOL, acks) goes out.
+        let _ = self.flush().await;
+        let mut events = Vec::new();
+        if let Some(peer) = self.peer.take() {
+            self.unregister(&peer, &mut events);
+            events.push(Event::Disconnected {
+                peer: peer.clone(),
+                info: self.info.clone(),
+            });
+            if let Err(error) = outcome {
+                events.insert(
+                    0,
+                    Event::Error {
+                        conn: Some(self.info.clone()),
+                        peer: Some(peer),
+                        error: Arc::new(error),
+                    },
+                );
+            }
+        } else if let Err(error) = outcome {
+            events.push(Event::Error {
+                conn: Some(self.info.clone()),
+                peer: None,
+                error: Arc::new(error),
+            });
+        }
+        self.shared.sweep.notify_one();
+        self.shared.report_all(events).await;
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, self.writer.finish()).await;
+    }
+
+    /// Removes our registration (unless a newer connection replaced it) and drops the
+    /// `ttl = 0` messages that were only valid while this connection lasted.
+    fn unregister(&mut self, peer: &Arc<str>, events: &mut Vec<Event>) {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        let ours = state
+            .peers
+            .get(peer)
+            .is_some_and(|l| l.conn == self.info.id);
+        if !ours {
+            return;
+        }
+        state.peers.remove(peer);
+        let mut page = Vec::new();
+        let mut after = None;
+        let mut doomed = Vec::new();
+        loop {
+            page.clear();
+            if state.store.read(peer, after, 4096, &mut page).is_err() {
+                break;
+            }
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.seq);
+            doomed.extend(
+                page.iter()
+                    .filter(|r| r.expiry == Expiry::WhileConnected)
+                    .map(|r| (r.seq, r.uuid)),
+            );
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        let seqs: Vec<u64> = doomed.iter().map(|(seq, _)| *seq).collect();
+        if let Err(error) = state.store.remove(peer, &seqs) {
+            tracing::error!(%error, "store remove failed");
+        }
+        self.shared
+            .counters
+            .dropped
+            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        self.shared.space.notify_waiters();
+        events.extend(doomed.into_iter().map(|(_, uuid)| Event::Dropped {
+            to: peer.clone(),
+            uuid,
+            reason: DropReason::NotConnected,
+        }));
+    }
+}
+
+/// The TTL field of a queued message: remaining whole seconds, truncated.
+pub(crate) fn wire_ttl(expiry: Expiry, now_ms: u64) -> u32 {
+    match expiry {
+        Expiry::Never => TTL_INFINITE,
+        Expiry::WhileConnected => 0,
+        Expiry::At(deadline) => {
+            let secs = deadline.saturating_sub(now_ms) / 1000;
+            u32::try_from(secs)
+                .unwrap_or(TTL_INFINITE - 1)
+                .min(TTL_INFINITE - 1)
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

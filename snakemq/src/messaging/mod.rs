@@ -1,0 +1,418 @@
+//! Messaging: named peers, per-peer outgoing queues, delivery with acknowledgements.
+//!
+//! A [`Messaging`] instance has an identity, a link (listeners and connectors), a queue
+//! store and a set of connection drivers. Messages are sent to a peer's *name*; they wait in
+//! that peer's queue until it is connected, and leave the queue only when the peer
+//! acknowledged them (Rust peers) or when they were written to the connection (Python peers,
+//! which have no acknowledgements).
+
+mod clock;
+mod config;
+mod driver;
+mod event;
+mod message;
+mod state;
+mod sweeper;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore;
+use snakemq_link::{ConnectorId, Endpoint, Incoming, Link, ListenerId};
+use snakemq_storage::{Expiry, NewRecord, PeerStats};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{MAX_IDENTITY_CHARS, MessagingBuilder, QueueLimits, QueuePolicy};
+pub use event::{DropReason, Event};
+pub use message::{FLAG_PERSISTENT, Message, ReceivedMessage, uuid_hex};
+
+use self::clock::Clock;
+use self::config::validate_destination;
+use self::state::{Counters, Shared, State};
+use crate::Error;
+use crate::proto::{MESSAGE_HEADER_LEN, Uuid};
+
+/// A running messaging instance. Cheap to clone and thread-safe; everything stops when the
+/// last clone is dropped or [`Messaging::shutdown`] is called.
+#[derive(Clone)]
+pub struct Messaging {
+    inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging")
+            .field("identity", &self.inner.shared.settings.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    link: Link,
+    events_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Event>>>,
+    stopped: CancellationToken,
+    listeners: Mutex<Vec<(ListenerId, Endpoint)>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.link.shutdown();
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages written to connections (re-sends included).
+    pub sent: u64,
+    /// Messages delivered (acknowledged, or written for peers without acks).
+    pub delivered: u64,
+    /// Messages received and handed to the application.
+    pub received: u64,
+    /// Received duplicates that were suppressed.
+    pub duplicates: u64,
+    /// Queued messages given up (expired, ttl 0 without connection, queue full).
+    pub dropped: u64,
+}
+
+impl MessagingBuilder {
+    /// Binds the listeners, starts the connectors and the background tasks.
+    ///
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// An invalid identity or endpoint, or a listener that cannot bind (address in use).
+    pub async fn start(self) -> Result<Messaging, Error> {
+        let MessagingBuilder {
+            settings,
+            link: link_config,
+            listen,
+            connect,
+            store,
+            errors,
+        } = self;
+        if let Some(error) = errors.into_iter().next() {
+            return Err(error);
+        }
+        let max_packet_size = link_config.max_packet_size;
+        let (link, incoming) = Link::new(link_config);
+        let mut listeners = Vec::new();
+        for endpoint in &listen {
+            listeners.push(link.listen(endpoint).await?);
+        }
+        for endpoint in connect {
+            link.connect(endpoint);
+        }
+        let (events_tx, events_rx) = mpsc::channel(settings.event_capacity);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                store,
+                peers: HashMap::new(),
+                dedup: HashMap::new(),
+            }),
+            settings,
+            clock: Clock::new(),
+            space: Default::default(),
+            sweep: Default::default(),
+            events_tx,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            subscribed: AtomicBool::new(false),
+            counters: Counters::default(),
+            max_packet_size,
+        });
+        let stopped = CancellationToken::new();
+        shared.tasks.spawn(sweeper::run(shared.clone()));
+        tokio::spawn(accept_loop(shared.clone(), incoming, stopped.clone()));
+        Ok(Messaging {
+            inner: Arc::new(Handle {
+                shared,
+                link,
+                events_rx: Arc::new(tokio::sync::Mutex::new(events_rx)),
+                stopped,
+                listeners: Mutex::new(listeners),
+            }),
+        })
+    }
+}
+
+/// Takes new connections from the link and runs a driver for each; on shutdown waits for
+/// every driver to flush and close.
+async fn accept_loop(shared: Arc<Shared>, mut incoming: Incoming, stopped: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            conn = incoming.next() => match conn {
+                Some(conn) => {
+                    shared.tasks.spawn(driver::drive(shared.clone(), conn));
+                }
+                None => break,
+            },
+        }
+    }
+    shared.tasks.close();
+    shared.tasks.wait().await;
+    stopped.cancel();
+}
+
+impl Messaging {
+    /// Starts building an instance with identity `identity` (1 to 50 characters).
+    pub fn builder(identity: impl Into<String>) -> MessagingBuilder {
+        MessagingBuilder::new(identity)
+    }
+
+    /// Our identity.
+    pub fn identity(&self) -> &str {
+        &self.inner.shared.settings.identity
+    }
+
+    /// The bound listener endpoints (port 0 replaced by the real port).
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        let listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        listeners.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// The link, to add or remove listeners and connectors at run time.
+    pub fn link(&self) -> &Link {
+        &self.inner.link
+    }
+
+    /// Adds a listener at run time; returns the bound endpoint.
+    pub async fn listen(&self, endpoint: &str) -> Result<Endpoint, Error> {
+        let endpoint: Endpoint = endpoint.parse()?;
+        let (id, bound) = self.inner.link.listen(&endpoint).await?;
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        listeners.push((id, bound.clone()));
+        Ok(bound)
+    }
+
+    /// Adds a connector at run time.
+    pub fn connect(&self, endpoint: &str) -> Result<ConnectorId, Error> {
+        Ok(self.inner.link.connect(endpoint.parse()?))
+    }
+
+    /// Queues `message` for peer `to` and returns its id.
+    ///
+    /// Returns once the message is queued (not delivered: watch for
+    /// [`Event::Delivered`]). When the queue is full, the configured [`QueuePolicy`]
+    /// applies. A message with `ttl = 0` for a peer that is not connected is dropped at once
+    /// and reported as [`Event::Dropped`].
+    pub async fn send(&self, to: &str, message: impl Into<Message>) -> Result<Uuid, Error> {
+        let message = message.into();
+        let shared = &self.inner.shared;
+        validate_destination(to)?;
+        let max = shared.max_packet_size as usize;
+        if message.data.len() + MESSAGE_HEADER_LEN + 1 > max {
+            return Err(Error::MessageTooLarge {
+                size: message.data.len(),
+                max: shared.max_packet_size,
+            });
+        }
+        let uuid = message.uuid.unwrap_or_else(random_uuid);
+        let expiry = match message.ttl {
+            None => Expiry::Never,
+            Some(ttl) if ttl.is_zero() => Expiry::WhileConnected,
+            Some(ttl) => Expiry::At(shared.clock.now_ms().saturating_add(ttl.as_millis() as u64)),
+        };
+        let size = message.data.len() as u64;
+        let limits = shared.settings.limits;
+        loop {
+            if shared.shutdown.is_cancelled() {
+                return Err(Error::Shutdown);
+            }
+            // Registered before the check, so a wake-up between check and wait is not lost.
+            let space = shared.space.notified();
+            let mut dropped_oldest = None;
+            let wake = {
+                let mut guard = shared.lock();
+                let state = &mut *guard;
+                let link = state.peers.get(to);
+                if expiry == Expiry::WhileConnected && link.is_none() {
+                    drop(guard);
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .report(Event::Dropped {
+                            to: Arc::from(to),
+                            uuid,
+                            reason: DropReason::NotConnected,
+                        })
+                        .await;
+                    return Ok(uuid);
+                }
+                let stats = state.store.stats(to)?;
+                let full = stats.messages > 0
+                    && (stats.messages >= limits.max_messages
+                        || stats.bytes + size > limits.max_bytes);
+                if full {
+                    match limits.policy {
+                        QueuePolicy::Error => {
+                            return Err(Error::QueueFull {
+                                peer: to.to_owned(),
+                                messages: stats.messages,
+                                bytes: stats.bytes,
+                            });
+                        }
+                        QueuePolicy::Wait => None,
+                        QueuePolicy::DropOldest => {
+                            let cursor = link.and_then(|l| l.cursor);
+                            let mut oldest = Vec::with_capacity(1);
+                            state.store.read(to, cursor, 1, &mut oldest)?;
+                            if let Some(victim) = oldest.pop() {
+                                state.store.remove(to, &[victim.seq])?;
+                                dropped_oldest = Some(victim.uuid);
+                            }
+                            Some(push(state, to, uuid, &message, expiry)?)
+                        }
+                    }
+                } else {
+                    Some(push(state, to, uuid, &message, expiry)?)
+                }
+            };
+            let Some(wake) = wake else {
+                tokio::select! {
+                    _ = space => continue,
+                    _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
+                }
+            };
+            if let Some(wake) = wake {
+                wake.notify_one();
+            }
+            if matches!(expiry, Expiry::At(_)) {
+                shared.sweep.notify_one();
+            }
+            if let Some(victim) = dropped_oldest {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .report(Event::Dropped {
+                        to: Arc::from(to),
+                        uuid: victim,
+                        reason: DropReason::QueueFull,
+                    })
+                    .await;
+            }
+            return Ok(uuid);
+        }
+    }
+
+    /// The stream of events. Received messages are kept for the application from the start;
+    /// other events are recorded from the first call of this method on. Several handles
+    /// share one queue (each event goes to one of them).
+    pub fn events(&self) -> Events {
+        self.inner.shared.subscribed.store(true, Ordering::Release);
+        Events {
+            rx: self.inner.events_rx.clone(),
+            stopped: self.inner.stopped.clone(),
+        }
+    }
+
+    /// Identities of the peers connected now.
+    pub fn connected_peers(&self) -> Vec<String> {
+        let state = self.inner.shared.lock();
+        let mut peers: Vec<String> = state.peers.keys().map(|p| p.to_string()).collect();
+        peers.sort();
+        peers
+    }
+
+    /// Size of the queue for `peer` (in-flight messages included until acknowledged).
+    pub fn queue_stats(&self, peer: &str) -> Result<PeerStats, Error> {
+        Ok(self.inner.shared.lock().store.stats(peer)?)
+    }
+
+    /// Every non-empty queue.
+    pub fn queues(&self) -> Result<Vec<(String, PeerStats)>, Error> {
+        Ok(self.inner.shared.lock().store.peers()?)
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.shared.counters;
+        Stats {
+            sent: c.sent.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops listeners and connectors, flushes and closes every connection, and waits
+    /// until all of it is done. Queued messages stay in the store.
+    pub async fn shutdown(&self) {
+        self.inner.link.shutdown();
+        self.inner.shared.shutdown.cancel();
+        self.inner.stopped.cancelled().await;
+    }
+}
+
+fn push(
+    state: &mut State,
+    to: &str,
+    uuid: Uuid,
+    message: &Message,
+    expiry: Expiry,
+) -> Result<Option<Arc<tokio::sync::Notify>>, Error> {
+    state.store.push(
+        to,
+        NewRecord {
+            uuid,
+            data: message.data.clone(),
+            flags: message.flags,
+            expiry,
+        },
+    )?;
+    Ok(state.peers.get(to).map(|l| l.wake.clone()))
+}
+
+/// A random version-4 UUID from the thread-local generator (no syscall per message).
+pub(crate) fn random_uuid() -> Uuid {
+    let mut uuid = [0u8; 16];
+    rand::rng().fill_bytes(&mut uuid);
+    if let Some(b) = uuid.get_mut(6) {
+        *b = (*b & 0x0f) | 0x40;
+    }
+    if let Some(b) = uuid.get_mut(8) {
+        *b = (*b & 0x3f) | 0x80;
+    }
+    uuid
+}
+
+/// The application's view of [`Event`]s.
+#[derive(Debug, Clone)]
+pub struct Events {
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Event>>>,
+    stopped: CancellationToken,
+}
+
+impl Events {
+    /// The next event; `None` once messaging has shut down and every event was taken.
+    pub async fn next(&mut self) -> Option<Event> {
+        let mut rx = self.rx.lock().await;
+        tokio::select! {
+            biased;
+            event = rx.recv() => event,
+            _ = self.stopped.cancelled() => rx.try_recv().ok(),
+        }
+    }
+
+    /// An event that is ready now, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx
+            .try_lock()
+            .ok()
+            .and_then(|mut rx| rx.try_recv().ok())
+    }
+}
