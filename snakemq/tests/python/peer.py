@@ -28,6 +28,7 @@ Messages (``--message`` arguments, and lines on stdin) are JSON objects::
   such messages are written to the storage given by ``--sqlite``.
 - ``uuid``: 32 hex digits (16 bytes); absent means a random UUID v4.
 - ``to``: the destination identity; defaults to ``--send-to``.
+- ``tag``: any JSON value, echoed in the ``queued`` event (to pair them up).
 
 Other stdin lines are commands: ``{"cmd": "stop"}`` (exit 0 after a graceful
 close), ``{"cmd": "disconnect"}`` (close every connection now; connectors
@@ -40,7 +41,8 @@ Events on stdout (``conn`` is Python's connection id, e.g. ``"1fd7"``)::
     {"event": "ready", "ident": "py"}           # set up done, stdin is read
     {"event": "connected", "ident": "rust", "conn": "1fd7"}
     {"event": "disconnected", "ident": "rust", "conn": "1fd7"}
-    {"event": "queued", "to": "rust", "uuid": "<hex>", "queued": true, "queue_len": 1}
+    {"event": "queued", "to": "rust", "uuid": "<hex>", "queued": true, "queue_len": 1,
+     "tag": null}
     {"event": "sent", "to": "rust", "uuid": "<hex>", "conn": "1fd7"}
     {"event": "received", "from": "rust", "conn": "1fd7", "uuid": "<hex>",
      "ttl": 29 | null, "flags": 0, "len": 5, "sha256": "<hex>",
@@ -297,7 +299,7 @@ class Peer(object):
         before = len(q)
         self.messaging.send_message(to, message)
         emit("queued", to=to, uuid=binascii.hexlify(message.uuid).decode(),
-             queued=len(q) > before, queue_len=len(q))
+             queued=len(q) > before, queue_len=len(q), tag=spec.get("tag"))
 
     def report_queues(self):
         qm = self.messaging.queues_manager
