@@ -1,9 +1,12 @@
 //! snakemq: a brokerless peer-to-peer message queue, wire-compatible with Python snakeMQ.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod error;
 pub mod messaging;
 pub mod proto;
+pub mod router;
 
 pub use error::Error;
 pub use messaging::{

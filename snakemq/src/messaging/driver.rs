@@ -27,6 +27,13 @@ use crate::proto::{self, ConnectionConfig, MessageFrame, TTL_INFINITE, Uuid};
 const PACKETS_PER_TURN: usize = 512;
 /// Messages at least this large are queued to the writer without being copied.
 const DIRECT_PAYLOAD: usize = 64 * 1024;
+/// How long messages to a peer without acks (a Python peer) are held after it identified.
+///
+/// Python snakeMQ 1.6 closes a connection whose identity is already connected, but keeps
+/// processing the rest of that read; a MESSAGE in the same read then crashes the Python
+/// process. Giving it time to read our IDENTIFICATION alone (and to close a duplicate)
+/// before the first MESSAGE avoids that.
+const LEGACY_FIRST_SEND_DELAY: Duration = Duration::from_millis(150);
 /// Longest wait for the writer to flush when a connection ends.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(5);
 
@@ -50,6 +57,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         evicted: Arc::new(AtomicBool::new(false)),
         chunks: Vec::new(),
         delivered_on_write: Vec::new(),
+        hold_until: None,
     };
     async move {
         let outcome = driver.run(reader).await;
@@ -85,6 +93,8 @@ struct Driver {
     chunks: Vec<Bytes>,
     /// Messages to a peer without acks, reported delivered once written.
     delivered_on_write: Vec<Uuid>,
+    /// No messages go out before this instant (see [`LEGACY_FIRST_SEND_DELAY`]).
+    hold_until: Option<Instant>,
 }
 
 impl Driver {
@@ -92,7 +102,13 @@ impl Driver {
         let shared = self.shared.clone();
         self.flush().await?;
         loop {
-            let deadline = self.proto.poll_timeout().map(Instant::from_std);
+            let deadline = match (
+                self.proto.poll_timeout().map(Instant::from_std),
+                self.hold_until,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wake = self.wake.clone();
             tokio::select! {
                 biased;
@@ -113,6 +129,9 @@ impl Driver {
                 _ = wake.notified(), if self.peer.is_some() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.proto.handle_timeout(now());
+                    if self.hold_until.is_some_and(|t| t <= Instant::now()) {
+                        self.hold_until = None;
+                    }
                 }
             }
             self.process_events().await?;
@@ -177,6 +196,9 @@ impl Driver {
         }
         self.peer = Some(peer.clone());
         self.acks = acks;
+        if !acks {
+            self.hold_until = Some(Instant::now() + LEGACY_FIRST_SEND_DELAY);
+        }
         self.shared
             .report(Event::Connected {
                 peer,
@@ -275,7 +297,7 @@ impl Driver {
         let Some(peer) = self.peer.clone() else {
             return;
         };
-        if self.proto.is_closed() || !self.proto.is_identified() {
+        if self.proto.is_closed() || !self.proto.is_identified() || self.hold_until.is_some() {
             return;
         }
         let settings = &self.shared.settings;
