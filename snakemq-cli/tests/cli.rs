@@ -1,0 +1,317 @@
+//! The `snakemq` binary end to end: listen, send, demo, and their exit codes.
+//!
+//! Every child process is killed when its guard is dropped and every wait is bounded, so
+//! a broken binary fails the tests instead of hanging them.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_snakemq");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running child: killed on drop; stdout collected, stderr forwarded line by line.
+struct Proc {
+    child: Child,
+    stdout: Option<JoinHandle<String>>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Result<Proc, Box<dyn std::error::Error>> {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut out = child.stdout.take().ok_or("no stdout")?;
+        let err = child.stderr.take().ok_or("no stderr")?;
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let (tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Proc {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            stderr_seen: Vec::new(),
+        })
+    }
+
+    /// The next stderr line that starts with `prefix` (the rest of it), within [`WAIT`].
+    fn stderr_line(&mut self, prefix: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .map_err(|_| format!("no stderr line {prefix:?}; saw {:?}", self.stderr_seen))?;
+            self.stderr_seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Ok(rest.to_owned());
+            }
+        }
+    }
+
+    /// Waits (bounded) for the exit; returns the status, stdout and all of stderr.
+    fn finish(mut self) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{BIN} did not exit within {WAIT:?}").into());
+            }
+            // Polling the exit status: std has no wait with a timeout.
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self
+            .stdout
+            .take()
+            .ok_or("stdout taken")?
+            .join()
+            .map_err(|_| "stdout reader panicked")?;
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
+        // The writer end is closed once the process exited, so this ends.
+        while let Ok(line) = self.stderr.recv_timeout(WAIT) {
+            stderr.push(line);
+        }
+        Ok((status, stdout, stderr.join("\n")))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
+    Proc::spawn(args)?.finish()
+}
+
+fn is_uuid(text: &str) -> bool {
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[test]
+fn listen_json_prints_exactly_what_send_sent() -> TestResult {
+    let mut listener = Proc::spawn(&[
+        "listen",
+        "--ident",
+        "bob",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--count",
+        "3",
+    ])?;
+    let addr = listener.stderr_line("listening on ")?;
+
+    let (status, ids, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        &addr,
+        "--to",
+        "bob",
+        "--ttl",
+        "600",
+        "--flags",
+        "5",
+        "--print-uuids",
+        "hello",
+        "wörld \"quoted\"",
+    ])?;
+    assert!(status.success(), "{status}: {stderr}");
+    let ids: Vec<&str> = ids.lines().collect();
+    let [id0, id1] = ids.as_slice() else {
+        return Err(format!("two ids expected: {ids:?}").into());
+    };
+    assert!(ids.iter().all(|id| is_uuid(id)), "{ids:?}");
+
+    // Not UTF-8: reported as data_b64. No --ttl: no expiry, null.
+    let (status, binary_id, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        &addr,
+        "--to",
+        "bob",
+        "--persistent",
+        "--hex",
+        "--print-uuids",
+        "ff00fe",
+    ])?;
+    assert!(status.success(), "{status}: {stderr}");
+    let binary_id = binary_id.trim();
+    assert!(is_uuid(binary_id), "{binary_id:?}");
+
+    let (status, stdout, stderr) = listener.finish()?;
+    assert!(status.success(), "{status}: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [line0, line1, line2] = lines.as_slice() else {
+        return Err(format!("three lines expected: {stdout}").into());
+    };
+    // The sender announces the remaining whole seconds, so 600 may already be 599.
+    for (line, id, data, len) in [
+        (line0, id0, r#""data":"hello""#, 5),
+        (line1, id1, r#""data":"wörld \"quoted\"""#, 15),
+    ] {
+        let expected = |ttl: u32| {
+            format!(r#"{{"from":"alice","uuid":"{id}","ttl":{ttl},"flags":5,"len":{len},{data}}}"#)
+        };
+        assert!(*line == expected(600) || *line == expected(599), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(line)?;
+        assert_eq!(parsed.get("len"), Some(&serde_json::Value::from(len)));
+    }
+    assert_eq!(
+        *line2,
+        format!(
+            r#"{{"from":"alice","uuid":"{binary_id}","ttl":null,"flags":1,"len":3,"data_b64":"/wD+"}}"#
+        )
+    );
+    Ok(())
+}
+
+#[test]
+fn send_to_an_unreachable_peer_times_out_naming_it() -> TestResult {
+    // A port that was free a moment ago: nothing listens there.
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.to_string()
+    };
+    let started = Instant::now();
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        &addr,
+        "--to",
+        "bob",
+        "--timeout",
+        "1",
+        "one",
+        "two",
+        "three",
+    ])?;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        stderr.contains("3 of 3 messages to bob undelivered"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&addr), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn address_in_use_is_one_line_and_exit_1() -> TestResult {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let (status, stdout, stderr) = run(&["listen", "--ident", "bob", "--bind", &addr])?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    drop(taken);
+    Ok(())
+}
+
+#[test]
+fn bad_flags_exit_2() -> TestResult {
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "a",
+        "--connect",
+        "127.0.0.1:1",
+        "--to",
+        "b",
+        "--ttl",
+        "soon",
+        "x",
+    ])?;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--ttl"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn generated_messages_are_numbered_and_padded() -> TestResult {
+    let mut listener = Proc::spawn(&[
+        "listen",
+        "--ident",
+        "bob",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--count",
+        "12",
+    ])?;
+    let addr = listener.stderr_line("listening on ")?;
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        &addr,
+        "--to",
+        "bob",
+        "--count",
+        "12",
+        "--size",
+        "4",
+    ])?;
+    assert!(status.success(), "{status}: {stderr}");
+    let (status, stdout, stderr) = listener.finish()?;
+    assert!(status.success(), "{status}: {stderr}");
+    let data: Vec<Option<String>> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .map(|v| v.get("data").map(|d| d.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let expected: Vec<Option<String>> = (0..12).map(|i| Some(format!("\"{i:.<4}\""))).collect();
+    assert_eq!(data, expected);
+    Ok(())
+}
+
+#[test]
+fn demo_runs_by_itself() -> TestResult {
+    let (status, stdout, stderr) = run(&["demo"])?;
+    assert!(status.success(), "{status}: {stderr}\n{stdout}");
+    assert!(
+        stdout.contains("bob receives \"while you were away #3\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("done in"), "{stdout}");
+    Ok(())
+}
