@@ -94,12 +94,13 @@ pub(crate) async fn run(_args: DemoArgs) -> Result<ExitCode, CliError> {
     }
     scene.alice.shutdown().await;
     println!(
-        "done in {:.2} s: {} messages delivered, alice sent {} and received {}, nothing lost, \
-         order kept",
+        "done in {:.2} s: {} messages delivered ({} alice -> bob, {} bob -> alice), \
+         {} dropped, order kept across bob's absence",
         started.elapsed().as_secs_f64(),
         scene.delivered,
         alice_stats.delivered,
         alice_stats.received,
+        alice_stats.dropped,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -315,3 +315,170 @@ fn demo_runs_by_itself() -> TestResult {
     assert!(stdout.contains("done in"), "{stdout}");
     Ok(())
 }
+
+/// The Python interpreter with snakeMQ 1.6, found as the messaging crate's interop tests
+/// find it; missing is a failure that says how to set it up, never a silent skip.
+fn python() -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    if let Some(path) = std::env::var_os("SNAKEMQ_PYTHON") {
+        return Ok(path.into());
+    }
+    let mut candidates = Vec::new();
+    if let Some(venv) = std::env::var_os("SNAKEMQ_VENV") {
+        candidates.push(std::path::PathBuf::from(venv).join("bin/python"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(std::path::PathBuf::from(home).join(".cache/snakemq-venv/bin/python"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .ok_or_else(|| "no Python with snakeMQ 1.6 found; run `cargo xtask python-env`".into())
+}
+
+/// A Python snakeMQ peer (`snakemq/tests/python/peer.py`), killed on drop.
+struct PyPeer(Child);
+
+impl PyPeer {
+    fn spawn(
+        args: &[&str],
+    ) -> Result<(PyPeer, mpsc::Receiver<String>), Box<dyn std::error::Error>> {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../snakemq/tests/python/peer.py"
+        );
+        let mut child = Command::new(python()?)
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok((PyPeer(child), rx))
+    }
+}
+
+impl Drop for PyPeer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next JSON event line from the Python peer whose "event" is `name`.
+fn py_event(
+    lines: &mpsc::Receiver<String>,
+    name: &str,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .map_err(|_| format!("no {name:?} event from the Python peer"))?;
+        let value: serde_json::Value = serde_json::from_str(&line)?;
+        if value.get("event").and_then(|e| e.as_str()) == Some(name) {
+            return Ok(value);
+        }
+    }
+}
+
+#[test]
+fn listen_and_send_talk_to_python_snakemq() -> TestResult {
+    // Python -> listen.
+    let mut listener = Proc::spawn(&[
+        "listen",
+        "--ident",
+        "rust",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--count",
+        "2",
+    ])?;
+    let addr = listener.stderr_line("listening on ")?;
+    let (_sender, events) = PyPeer::spawn(&[
+        "--ident",
+        "py",
+        "--connect",
+        &addr,
+        "--send-to",
+        "rust",
+        "--message",
+        r#"{"data_b64":"aGk=","ttl":30,"flags":1,"uuid":"00112233445566778899aabbccddeeff"}"#,
+        "--message",
+        r#"{"data_hex":"ff01","uuid":"ffeeddccbbaa99887766554433221100"}"#,
+        "--expect-sent",
+        "2",
+        "--linger",
+        "1",
+        "--timeout",
+        "20",
+    ])?;
+    let (status, stdout, stderr) = listener.finish()?;
+    assert!(status.success(), "{status}: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let [first, second] = lines.as_slice() else {
+        return Err(format!("two lines expected: {stdout}").into());
+    };
+    let first_ok = |ttl: u32| {
+        format!(
+            r#"{{"from":"py","uuid":"00112233445566778899aabbccddeeff","ttl":{ttl},"flags":1,"len":2,"data":"hi"}}"#
+        )
+    };
+    assert!(*first == first_ok(30) || *first == first_ok(29), "{first}");
+    assert_eq!(
+        *second,
+        r#"{"from":"py","uuid":"ffeeddccbbaa99887766554433221100","ttl":null,"flags":0,"len":2,"data_b64":"/wE="}"#
+    );
+    py_event(&events, "exit")?;
+
+    // send -> Python.
+    let (_receiver, events) = PyPeer::spawn(&[
+        "--ident",
+        "py",
+        "--listen",
+        "127.0.0.1:0",
+        "--expect",
+        "1",
+        "--timeout",
+        "20",
+    ])?;
+    let listening = py_event(&events, "listening")?;
+    let port = listening
+        .get("port")
+        .and_then(|p| p.as_u64())
+        .ok_or("no port")?;
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "rust",
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+        "--to",
+        "py",
+        "--flags",
+        "4",
+        "--timeout",
+        "20",
+        "to python",
+    ])?;
+    assert!(status.success(), "{status}: {stderr}");
+    let received = py_event(&events, "received")?;
+    assert_eq!(received.get("from").and_then(|v| v.as_str()), Some("rust"));
+    assert_eq!(received.get("flags").and_then(|v| v.as_u64()), Some(4));
+    assert_eq!(
+        received.get("data_hex").and_then(|v| v.as_str()),
+        Some(hex::encode("to python").as_str())
+    );
+    Ok(())
+}
