@@ -67,7 +67,7 @@ impl PacketDecoder {
 
     /// Buffer to read into, with room reserved for the packet being received.
     ///
-    /// The reservation is at most [`GROWTH_STEP`] beyond what is buffered, whatever the
+    /// The reservation is at most 1 MiB beyond what is buffered, whatever the
     /// peer announced: memory follows the bytes that really arrive.
     pub fn read_buffer(&mut self) -> Result<&mut BytesMut, LinkError> {
         let want = match self.announced_size()? {

@@ -236,13 +236,50 @@ impl Messaging {
             }
             // Registered before the check, so a wake-up between check and wait is not lost.
             let space = shared.space.notified();
-            let mut dropped_oldest = None;
-            let wake = {
+            let step = {
                 let mut guard = shared.lock();
                 let state = &mut *guard;
                 let link = state.peers.get(to);
                 if expiry == Expiry::WhileConnected && link.is_none() {
-                    drop(guard);
+                    Step::NotConnected
+                } else {
+                    let stats = state.store.stats(to)?;
+                    let full = stats.messages > 0
+                        && (stats.messages >= limits.max_messages
+                            || stats.bytes + size > limits.max_bytes);
+                    match (full, limits.policy) {
+                        (false, _) => Step::Queued {
+                            wake: push(state, to, uuid, &message, expiry)?,
+                            dropped_oldest: None,
+                        },
+                        (true, QueuePolicy::Error) => {
+                            return Err(Error::QueueFull {
+                                peer: to.to_owned(),
+                                messages: stats.messages,
+                                bytes: stats.bytes,
+                            });
+                        }
+                        (true, QueuePolicy::Wait) => Step::Full,
+                        (true, QueuePolicy::DropOldest) => {
+                            // The oldest message not in flight: in-flight ones may be
+                            // acknowledged any moment.
+                            let cursor = link.and_then(|l| l.cursor);
+                            let mut oldest = Vec::with_capacity(1);
+                            state.store.read(to, cursor, 1, &mut oldest)?;
+                            let victim = oldest.pop();
+                            if let Some(victim) = &victim {
+                                state.store.remove(to, &[victim.seq])?;
+                            }
+                            Step::Queued {
+                                wake: push(state, to, uuid, &message, expiry)?,
+                                dropped_oldest: victim.map(|v| v.uuid),
+                            }
+                        }
+                    }
+                }
+            };
+            let (wake, dropped_oldest) = match step {
+                Step::NotConnected => {
                     shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     shared
                         .report(Event::Dropped {
@@ -253,40 +290,16 @@ impl Messaging {
                         .await;
                     return Ok(uuid);
                 }
-                let stats = state.store.stats(to)?;
-                let full = stats.messages > 0
-                    && (stats.messages >= limits.max_messages
-                        || stats.bytes + size > limits.max_bytes);
-                if full {
-                    match limits.policy {
-                        QueuePolicy::Error => {
-                            return Err(Error::QueueFull {
-                                peer: to.to_owned(),
-                                messages: stats.messages,
-                                bytes: stats.bytes,
-                            });
-                        }
-                        QueuePolicy::Wait => None,
-                        QueuePolicy::DropOldest => {
-                            let cursor = link.and_then(|l| l.cursor);
-                            let mut oldest = Vec::with_capacity(1);
-                            state.store.read(to, cursor, 1, &mut oldest)?;
-                            if let Some(victim) = oldest.pop() {
-                                state.store.remove(to, &[victim.seq])?;
-                                dropped_oldest = Some(victim.uuid);
-                            }
-                            Some(push(state, to, uuid, &message, expiry)?)
-                        }
+                Step::Full => {
+                    tokio::select! {
+                        _ = space => continue,
+                        _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
                     }
-                } else {
-                    Some(push(state, to, uuid, &message, expiry)?)
                 }
-            };
-            let Some(wake) = wake else {
-                tokio::select! {
-                    _ = space => continue,
-                    _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
-                }
+                Step::Queued {
+                    wake,
+                    dropped_oldest,
+                } => (wake, dropped_oldest),
             };
             if let Some(wake) = wake {
                 wake.notify_one();
@@ -356,6 +369,19 @@ impl Messaging {
         self.inner.shared.shutdown.cancel();
         self.inner.stopped.cancelled().await;
     }
+}
+
+/// What `send` found under the lock.
+enum Step {
+    /// `ttl = 0` and the peer is not connected.
+    NotConnected,
+    /// The queue is full and the policy is to wait.
+    Full,
+    /// Queued; wake this driver, report this dropped message.
+    Queued {
+        wake: Option<Arc<tokio::sync::Notify>>,
+        dropped_oldest: Option<Uuid>,
+    },
 }
 
 fn push(

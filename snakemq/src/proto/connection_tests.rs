@@ -92,7 +92,8 @@ fn acks_are_batched_into_one_frame() {
 #[test]
 fn violations_close_and_stop_processing() {
     let now = Instant::now();
-    let cases: Vec<(Vec<Frame>, fn(&ProtoError) -> bool)> = vec![
+    type Case = (Vec<Frame>, fn(&ProtoError) -> bool);
+    let cases: Vec<Case> = vec![
         (vec![Frame::Message(message(1))], |e| {
             matches!(e, ProtoError::BeforeIdentification(_))
         }),

@@ -297,7 +297,7 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..64)
                 .prop_map(|v| Frame::Identification(Bytes::from(v))),
             (
-                uuid.clone(),
+                uuid,
                 any::<u32>(),
                 any::<u32>(),
                 proptest::collection::vec(any::<u8>(), 0..256)
