@@ -96,9 +96,6 @@ async fn oversized_length_prefix_closes_the_connection() -> TestResult {
 /// and should count as they do before a protocol violation: the peer identified, its message
 /// is delivered, the error names it.
 #[tokio::test]
-#[ignore = "library: a link error in the driver's burst (try_next) returns before \
-            process_events, so the IDENTIFICATION and MESSAGE handled in that turn are lost: \
-            no Connected, no Received, the error has peer None"]
 async fn packets_before_an_oversized_prefix_in_the_same_read_still_count() -> TestResult {
     let mut server = server(small_server).await?;
     let bytes = cat(&[

@@ -120,9 +120,15 @@ impl Driver {
                     let now = now();
                     self.proto.handle_packet(packet, now);
                     for _ in 1..PACKETS_PER_TURN {
-                        match reader.try_next()? {
-                            Some(packet) => self.proto.handle_packet(packet, now),
-                            None => break,
+                        match reader.try_next() {
+                            Ok(Some(packet)) => self.proto.handle_packet(packet, now),
+                            Ok(None) => break,
+                            Err(error) => {
+                                // What arrived before the bad prefix still counts.
+                                self.process_events().await?;
+                                self.flush().await?;
+                                return Err(error.into());
+                            }
                         }
                     }
                 }
