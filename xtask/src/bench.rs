@@ -158,7 +158,11 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     let table = render_table(&results, args.rounds, args.quick);
     println!("\n{table}");
     for (harness, err) in &broken {
-        println!("note: {} left out: {}", harness.name(), first_line(err));
+        println!(
+            "note: {} left out:\n    {}",
+            harness.name(),
+            err.replace('\n', "\n    ")
+        );
     }
     let summary = util::target_dir().join("bench-summary.md");
     std::fs::write(&summary, &table)
@@ -403,10 +407,6 @@ fn group_digits(value: f64) -> String {
         out.push(c);
     }
     out
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
 }
 
 #[cfg(test)]
