@@ -128,8 +128,7 @@ async fn throughput(
     let count = plan.count;
     let bar = progress_bar(plan.progress && count >= 10_000, count, "throughput");
     // Counting acknowledgements runs as its own task so that, on a multi-threaded runtime,
-    // queueing the next messages does not wait behind event handling. (The sending loop
-    // stays in this task: the future of `Messaging::send` is not `Send`.)
+    // queueing the next messages does not wait behind event handling.
     let mut acks = {
         let mut events = events.clone();
         let stall = plan.stall;
@@ -262,3 +261,4 @@ pub(crate) async fn serve(
     }
     Ok(received)
 }
+
