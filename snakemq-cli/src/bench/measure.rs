@@ -261,4 +261,3 @@ pub(crate) async fn serve(
     }
     Ok(received)
 }
-
