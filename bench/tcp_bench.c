@@ -37,8 +37,10 @@ static int writer(unsigned short port, long size, long count) {
     addr.sin_port = htons(port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) return 2;
-    char *buf = calloc(1, (size_t)size);
+    /* Touched memory, not calloc's shared zero page, so the copy reads real cache lines. */
+    char *buf = malloc((size_t)size);
     if (!buf) return 2;
+    memset(buf, 0xab, (size_t)size);
     for (long i = 0; i < count; i++) {
         size_t off = 0;
         while (off < (size_t)size) {
@@ -92,7 +94,9 @@ int main(int argc, char **argv) {
         perror("tcp_bench: accept");
         return 2;
     }
-    size_t bufsize = 1 << 20;
+    /* 64 KiB reads measured about twice as fast as 1 MiB reads here: the buffer stays in
+     * cache. A ceiling should be the fastest plain reader, so use that. */
+    size_t bufsize = 64 * 1024;
     char *buf = malloc(bufsize);
     if (!buf) return 2;
     unsigned long long total = (unsigned long long)size * (unsigned long long)count;

@@ -132,11 +132,12 @@ int main(int argc, char **argv) {
     void *push = zmq_socket(ctx, ZMQ_PUSH);
     if (!push) die("zmq_socket");
     if (zmq_connect(push, endpoint) != 0) die("zmq_connect");
-    char *payload = calloc(1, size > 0 ? (size_t)size : 1);
+    char *payload = malloc(size > 0 ? (size_t)size : 1);
     if (!payload) {
-        perror("calloc");
+        perror("malloc");
         return 2;
     }
+    memset(payload, 0xab, size > 0 ? (size_t)size : 1);
     for (long i = 0; i < count; i++) {
         if (zmq_send(push, payload, (size_t)size, 0) < 0) die("zmq_send");
     }
