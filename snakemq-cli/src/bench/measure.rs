@@ -172,7 +172,13 @@ async fn throughput(
     // must not keep us here.
     let end = tokio::select! {
         sent = sending => match sent {
-            Ok(()) => (&mut acks).await,
+            Ok(()) => {
+                tracing::debug!(
+                    seconds = start.elapsed().as_secs_f64(),
+                    "all messages queued; waiting for the remaining acknowledgements"
+                );
+                (&mut acks).await
+            }
             Err(error) => {
                 acks.abort();
                 return Err(error.into());
