@@ -130,8 +130,10 @@ impl Events {
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
         let runtime = self.runtime.get().ok()?;
+        // The timer must be created inside the runtime, hence the async block.
+        let inner = &mut self.inner;
         runtime
-            .block_on(tokio::time::timeout(timeout, self.inner.next()))
+            .block_on(async move { tokio::time::timeout(timeout, inner.next()).await })
             .ok()
             .flatten()
     }

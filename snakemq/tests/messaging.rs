@@ -230,3 +230,33 @@ async fn invalid_identities_are_refused_at_build() {
         assert!(Messaging::builder(bad).start().await.is_err(), "{bad:?}");
     }
 }
+
+/// A large payload goes to the writer without a copy; acknowledgements owed at that moment
+/// must not end up between its header and its body.
+#[tokio::test]
+async fn large_messages_interleaved_with_acks_keep_the_stream_intact() -> TestResult {
+    let addr = format!("memory:{}", unique("large"));
+    let a = Messaging::builder("a").listen(&addr).start().await?;
+    let b = Messaging::builder("b").connect(&addr).start().await?;
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    let big = Bytes::from(vec![0xa5u8; 256 * 1024]);
+    for round in 0..5 {
+        // b receives a small message (and so owes an ack) while it sends a big one back.
+        a.send("b", format!("small {round}").into_bytes()).await?;
+        next_matching(&mut b_events, |e| {
+            matches!(e, Event::Received { .. }).then_some(())
+        })
+        .await?;
+        b.send("a", big.clone()).await?;
+        let got = next_matching(&mut a_events, |e| match e {
+            Event::Received { message, .. } => Some(message.data),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(got, big);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}

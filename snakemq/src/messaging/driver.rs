@@ -384,22 +384,21 @@ impl Driver {
         let ttl = wire_ttl(record.expiry, now_ms);
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         let data = &record.data;
-        proto::encode_message_header(
-            &record.uuid,
-            ttl,
-            record.flags,
-            data.len(),
-            self.proto.transmit_buffer(),
-        );
         if data.len() >= DIRECT_PAYLOAD {
-            // Keep the payload out of the copy: header and body go to the writer as two
-            // chunks, in order.
-            if let Some(head) = self.proto.take_transmit() {
-                self.chunks.push(head);
+            // Keep the payload out of the copy: what is buffered so far (pending acks
+            // included), then the header alone, then the payload go to the writer as
+            // separate chunks, in order.
+            if let Some(before) = self.proto.take_transmit() {
+                self.chunks.push(before);
             }
+            let buf = self.proto.transmit_buffer();
+            proto::encode_message_header(&record.uuid, ttl, record.flags, data.len(), buf);
+            self.chunks.push(buf.split().freeze());
             self.chunks.push(data.clone());
         } else {
-            self.proto.transmit_buffer().extend_from_slice(data);
+            let buf = self.proto.transmit_buffer();
+            proto::encode_message_header(&record.uuid, ttl, record.flags, data.len(), buf);
+            buf.extend_from_slice(data);
         }
     }
 
