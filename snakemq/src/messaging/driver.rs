@@ -236,22 +236,27 @@ impl Driver {
             vec![true; frames.len()]
         };
         let counters = &self.shared.counters;
+        let mut events = Vec::with_capacity(frames.len());
+        let mut ids = Vec::with_capacity(frames.len());
         for (frame, fresh) in frames.into_iter().zip(fresh) {
-            let uuid = frame.uuid;
+            ids.push(frame.uuid);
             if fresh {
-                let event = Event::Received {
+                events.push(Event::Received {
                     from: peer.clone(),
                     message: ReceivedMessage::from_wire(frame),
-                };
-                // Waits when the application is behind: backpressure reaches the sender
-                // through withheld acks and TCP flow control.
-                if !self.shared.emit(event).await {
-                    return;
-                }
-                counters.received.fetch_add(1, Ordering::Relaxed);
-            } else {
-                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                });
             }
+        }
+        let duplicates = (ids.len() - events.len()) as u64;
+        let fresh = events.len() as u64;
+        // Waits when the application is behind: backpressure reaches the sender through
+        // withheld acks and TCP flow control. Acks only once the batch is handed over.
+        if !events.is_empty() && !self.shared.emit(events).await {
+            return;
+        }
+        counters.received.fetch_add(fresh, Ordering::Relaxed);
+        counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        for uuid in ids {
             self.proto.ack(uuid);
         }
     }
@@ -287,14 +292,14 @@ impl Driver {
             .delivered
             .fetch_add(delivered.len() as u64, Ordering::Relaxed);
         self.shared.space.notify_waiters();
-        for uuid in delivered {
-            self.shared
-                .report(Event::Delivered {
-                    to: peer.clone(),
-                    uuid,
-                })
-                .await;
-        }
+        let events = delivered
+            .into_iter()
+            .map(|uuid| Event::Delivered {
+                to: peer.clone(),
+                uuid,
+            })
+            .collect();
+        self.shared.report_all(events).await;
     }
 
     /// Moves queued messages into the transmit buffer, as many as the in-flight window
@@ -361,22 +366,28 @@ impl Driver {
         if !expired.is_empty() {
             self.shared.space.notify_waiters();
         }
+        let mut dropped = Vec::new();
         for record in batch {
             if expired.contains(&record.seq) {
-                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                self.shared
-                    .report(Event::Dropped {
-                        to: peer.clone(),
-                        uuid: record.uuid,
-                        reason: DropReason::Expired,
-                    })
-                    .await;
+                dropped.push(Event::Dropped {
+                    to: peer.clone(),
+                    uuid: record.uuid,
+                    reason: DropReason::Expired,
+                });
                 continue;
             }
             self.encode(&record, now_ms);
             if !self.acks {
                 self.delivered_on_write.push(record.uuid);
             }
+        }
+        if !dropped.is_empty() {
+            let count = dropped.len() as u64;
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(count, Ordering::Relaxed);
+            self.shared.report_all(dropped).await;
         }
     }
 
@@ -420,14 +431,14 @@ impl Driver {
                 .delivered
                 .fetch_add(delivered.len() as u64, Ordering::Relaxed);
             self.shared.space.notify_waiters();
-            for uuid in delivered {
-                self.shared
-                    .report(Event::Delivered {
-                        to: peer.clone(),
-                        uuid,
-                    })
-                    .await;
-            }
+            let events = delivered
+                .into_iter()
+                .map(|uuid| Event::Delivered {
+                    to: peer.clone(),
+                    uuid,
+                })
+                .collect();
+            self.shared.report_all(events).await;
         }
         Ok(())
     }

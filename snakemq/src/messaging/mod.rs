@@ -14,7 +14,7 @@ mod message;
 mod state;
 mod sweeper;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Messaging {
 struct Handle {
     shared: Arc<Shared>,
     link: Link,
-    events_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Event>>>,
+    events_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<Event>>>>,
     stopped: CancellationToken,
     listeners: Mutex<Vec<(ListenerId, Endpoint)>>,
 }
@@ -109,7 +109,8 @@ impl MessagingBuilder {
         for endpoint in connect {
             link.connect(endpoint);
         }
-        let (events_tx, events_rx) = mpsc::channel(settings.event_capacity);
+        // Batches of up to a few hundred events: the capacity in events is approximate.
+        let (events_tx, events_rx) = mpsc::channel((settings.event_capacity / 256).max(4));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 store,
@@ -329,6 +330,7 @@ impl Messaging {
         Events {
             rx: self.inner.events_rx.clone(),
             stopped: self.inner.stopped.clone(),
+            ready: VecDeque::new(),
         }
     }
 
@@ -417,28 +419,51 @@ pub(crate) fn random_uuid() -> Uuid {
 }
 
 /// The application's view of [`Event`]s.
-#[derive(Debug, Clone)]
+///
+/// Events arrive in batches; each handle keeps the rest of the batch it took, so reading
+/// costs one channel operation per batch. Clones share the queue but not the batch.
+#[derive(Debug)]
 pub struct Events {
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Event>>>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<Event>>>>,
     stopped: CancellationToken,
+    ready: VecDeque<Event>,
+}
+
+impl Clone for Events {
+    fn clone(&self) -> Self {
+        Events {
+            rx: self.rx.clone(),
+            stopped: self.stopped.clone(),
+            ready: VecDeque::new(),
+        }
+    }
 }
 
 impl Events {
     /// The next event; `None` once messaging has shut down and every event was taken.
     pub async fn next(&mut self) -> Option<Event> {
-        let mut rx = self.rx.lock().await;
-        tokio::select! {
-            biased;
-            event = rx.recv() => event,
-            _ = self.stopped.cancelled() => rx.try_recv().ok(),
+        if let Some(event) = self.ready.pop_front() {
+            return Some(event);
         }
+        let batch = {
+            let mut rx = self.rx.lock().await;
+            tokio::select! {
+                biased;
+                batch = rx.recv() => batch,
+                _ = self.stopped.cancelled() => rx.try_recv().ok(),
+            }
+        };
+        self.ready.extend(batch?);
+        self.ready.pop_front()
     }
 
     /// An event that is ready now, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx
-            .try_lock()
-            .ok()
-            .and_then(|mut rx| rx.try_recv().ok())
+        if let Some(event) = self.ready.pop_front() {
+            return Some(event);
+        }
+        let batch = self.rx.try_lock().ok()?.try_recv().ok()?;
+        self.ready.extend(batch);
+        self.ready.pop_front()
     }
 }

@@ -33,10 +33,36 @@ pub(crate) struct PeerLink {
     pub(crate) in_flight_bytes: usize,
 }
 
+/// Hashes a message id by its first eight bytes.
+///
+/// Ids are random (UUID v4), so those bytes are already uniformly spread; SipHash over all
+/// sixteen was the largest cost on the receive path. A peer choosing colliding ids only
+/// slows down its own window.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct UuidHasher(u64);
+
+impl std::hash::Hasher for UuidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            if let Some(dst) = word.get_mut(..chunk.len()) {
+                dst.copy_from_slice(chunk);
+            }
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+}
+
+type UuidSet = HashSet<Uuid, std::hash::BuildHasherDefault<UuidHasher>>;
+
 /// Remembers the last `capacity` message ids of one peer.
 #[derive(Debug)]
 pub(crate) struct DedupWindow {
-    seen: HashSet<Uuid>,
+    seen: UuidSet,
     order: VecDeque<Uuid>,
     capacity: usize,
 }
@@ -44,7 +70,7 @@ pub(crate) struct DedupWindow {
 impl DedupWindow {
     pub(crate) fn new(capacity: usize) -> Self {
         DedupWindow {
-            seen: HashSet::new(),
+            seen: UuidSet::default(),
             order: VecDeque::new(),
             capacity,
         }
@@ -89,7 +115,9 @@ pub(crate) struct Shared {
     pub(crate) space: Notify,
     /// Wakes the TTL sweeper (a sooner deadline, or a disconnect).
     pub(crate) sweep: Notify,
-    pub(crate) events_tx: mpsc::Sender<Event>,
+    /// Events travel in batches (one per turn of a driver), so the channel costs one
+    /// operation per batch, not per message.
+    pub(crate) events_tx: mpsc::Sender<Vec<Event>>,
     /// Cancelled when messaging shuts down: every task and every waiting send stops.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
     /// Connection drivers and background tasks, awaited on shutdown.
@@ -108,28 +136,26 @@ impl Shared {
     /// Reports an event other than a received message. Waits for room in the event queue
     /// when someone is reading events; discards it when nobody has asked for events yet.
     pub(crate) async fn report(&self, event: Event) {
-        if self.subscribed.load(Ordering::Acquire) {
-            self.emit(event).await;
+        self.report_all(vec![event]).await;
+    }
+
+    /// Reports several events, in order, as one batch.
+    pub(crate) async fn report_all(&self, events: Vec<Event>) {
+        if !events.is_empty() && self.subscribed.load(Ordering::Acquire) {
+            self.emit(events).await;
         }
     }
 
-    /// Queues an event for the application, waiting for room unless messaging is shutting
-    /// down. Returns false when the event could not be queued.
-    pub(crate) async fn emit(&self, event: Event) -> bool {
-        match self.events_tx.try_send(event) {
+    /// Queues a batch of events for the application, waiting for room unless messaging is
+    /// shutting down. Returns false when the batch could not be queued.
+    pub(crate) async fn emit(&self, events: Vec<Event>) -> bool {
+        match self.events_tx.try_send(events) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
-            Err(mpsc::error::TrySendError::Full(event)) => tokio::select! {
-                sent = self.events_tx.send(event) => sent.is_ok(),
+            Err(mpsc::error::TrySendError::Full(events)) => tokio::select! {
+                sent = self.events_tx.send(events) => sent.is_ok(),
                 _ = self.shutdown.cancelled() => false,
             },
-        }
-    }
-
-    /// Reports several events in order.
-    pub(crate) async fn report_all(&self, events: Vec<Event>) {
-        for event in events {
-            self.report(event).await;
         }
     }
 }

@@ -57,15 +57,15 @@ pub(crate) async fn sweep(shared: &Shared) {
         .fetch_add(expired.len() as u64, Ordering::Relaxed);
     shared.space.notify_waiters();
     tracing::debug!(count = expired.len(), "expired messages dropped");
-    for (peer, record) in expired {
-        shared
-            .report(Event::Dropped {
-                to: Arc::from(peer),
-                uuid: record.uuid,
-                reason: DropReason::Expired,
-            })
-            .await;
-    }
+    let events = expired
+        .into_iter()
+        .map(|(peer, record)| Event::Dropped {
+            to: Arc::from(peer),
+            uuid: record.uuid,
+            reason: DropReason::Expired,
+        })
+        .collect();
+    shared.report_all(events).await;
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
