@@ -14,7 +14,7 @@ mod message;
 mod state;
 mod sweeper;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -114,13 +114,14 @@ impl MessagingBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 store,
-                peers: HashMap::new(),
-                dedup: HashMap::new(),
+                peers: Default::default(),
+                dedup: Default::default(),
             }),
             settings,
             clock: Clock::new(),
             space: Default::default(),
             sweep: Default::default(),
+            sweep_armed: std::sync::atomic::AtomicU64::new(u64::MAX),
             events_tx,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -305,8 +306,10 @@ impl Messaging {
             if let Some(wake) = wake {
                 wake.notify_one();
             }
-            if matches!(expiry, Expiry::At(_)) {
-                shared.sweep.notify_one();
+            if let Expiry::At(deadline) = expiry {
+                if deadline < shared.sweep_armed.load(Ordering::Acquire) {
+                    shared.sweep.notify_one();
+                }
             }
             if let Some(victim) = dropped_oldest {
                 shared.counters.dropped.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 //! short and works on batches (a driver takes a whole window of messages per lock), so the
 //! lock is taken per batch on the hot path, not per message.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -59,42 +59,78 @@ impl std::hash::Hasher for UuidHasher {
 
 type UuidSet = HashSet<Uuid, std::hash::BuildHasherDefault<UuidHasher>>;
 
-/// Remembers the last `capacity` message ids of one peer.
+/// Remembers recent message ids of one peer: at least the last `capacity / 2`, at most
+/// the last `capacity`.
+///
+/// Two generations instead of a set plus an eviction queue: inserting never removes a
+/// single old entry (a cache miss per message on a large window); when the current
+/// generation is full, the previous one is cleared and reused wholesale.
 #[derive(Debug)]
 pub(crate) struct DedupWindow {
-    seen: UuidSet,
-    order: VecDeque<Uuid>,
-    capacity: usize,
+    current: UuidSet,
+    previous: UuidSet,
+    generation: usize,
 }
 
 impl DedupWindow {
     pub(crate) fn new(capacity: usize) -> Self {
+        let generation = (capacity / 2).max(1);
         DedupWindow {
-            seen: UuidSet::default(),
-            order: VecDeque::new(),
-            capacity,
+            current: UuidSet::with_capacity_and_hasher(generation, Default::default()),
+            previous: UuidSet::default(),
+            generation,
         }
     }
 
     /// Records `uuid`; false if it was already in the window (a duplicate).
     pub(crate) fn insert(&mut self, uuid: Uuid) -> bool {
-        if !self.seen.insert(uuid) {
+        if self.previous.contains(&uuid) || !self.current.insert(uuid) {
             return false;
         }
-        self.order.push_back(uuid);
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.current.len() >= self.generation {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
         }
         true
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::DedupWindow;
+
+    fn id(n: u32) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        for (dst, src) in id.iter_mut().zip(n.to_le_bytes()) {
+            *dst = src;
+        }
+        id
+    }
+
+    #[test]
+    fn window_remembers_at_least_half_its_capacity() {
+        let mut window = DedupWindow::new(100);
+        for n in 0..1000 {
+            assert!(window.insert(id(n)), "{n} is new");
+            assert!(!window.insert(id(n)), "{n} is a duplicate right away");
+            for back in 1..50.min(n + 1) {
+                assert!(
+                    !window.insert(id(n - back)),
+                    "{} within the last 50",
+                    n - back
+                );
+            }
+        }
+        // Far older ids are forgotten: memory stays bounded.
+        assert!(window.insert(id(0)));
+    }
+}
+
 pub(crate) struct State {
     pub(crate) store: Box<dyn QueueStore>,
-    pub(crate) peers: HashMap<Arc<str>, PeerLink>,
-    pub(crate) dedup: HashMap<Arc<str>, DedupWindow>,
+    // foldhash: these maps are looked up on every send; SipHash showed in profiles.
+    pub(crate) peers: foldhash::HashMap<Arc<str>, PeerLink>,
+    pub(crate) dedup: foldhash::HashMap<Arc<str>, DedupWindow>,
 }
 
 /// Counters kept whether or not anyone reads events.
@@ -115,6 +151,9 @@ pub(crate) struct Shared {
     pub(crate) space: Notify,
     /// Wakes the TTL sweeper (a sooner deadline, or a disconnect).
     pub(crate) sweep: Notify,
+    /// The deadline (ms since the epoch) the sweeper sleeps until, `u64::MAX` for none:
+    /// a send only wakes the sweeper when its message expires sooner.
+    pub(crate) sweep_armed: std::sync::atomic::AtomicU64,
     /// Events travel in batches (one per turn of a driver), so the channel costs one
     /// operation per batch, not per message.
     pub(crate) events_tx: mpsc::Sender<Vec<Event>>,

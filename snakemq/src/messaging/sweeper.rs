@@ -17,7 +17,16 @@ const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut last_sweep = tokio::time::Instant::now();
     loop {
-        let next = shared.lock().store.next_deadline();
+        let next = {
+            // Published under the lock: a send that queues an earlier deadline after this
+            // point sees the new value and wakes us.
+            let state = shared.lock();
+            let next = state.store.next_deadline();
+            shared
+                .sweep_armed
+                .store(next.unwrap_or(u64::MAX), Ordering::Release);
+            next
+        };
         let wake_at = next.map(|ms| {
             shared
                 .clock
