@@ -18,6 +18,9 @@ pub const PREFIX_LEN: usize = 4;
 /// The largest step by which the receive buffer grows for a single packet.
 const GROWTH_STEP: usize = 1024 * 1024;
 
+/// Room offered to each read.
+const MIN_READ: usize = 64 * 1024;
+
 /// Turns a byte stream into packet bodies.
 #[derive(Debug)]
 pub struct PacketDecoder {
@@ -29,7 +32,7 @@ impl PacketDecoder {
     /// A decoder that refuses packets larger than `max_packet_size` bytes.
     pub fn new(max_packet_size: u32) -> Self {
         Self {
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::with_capacity(MIN_READ),
             max_packet_size,
         }
     }
@@ -72,9 +75,10 @@ impl PacketDecoder {
     pub fn read_buffer(&mut self) -> Result<&mut BytesMut, LinkError> {
         let want = match self.announced_size()? {
             Some(size) => (PREFIX_LEN + size).saturating_sub(self.buf.len()),
-            None => 8 * 1024,
+            None => MIN_READ,
         };
-        let step = want.clamp(8 * 1024, GROWTH_STEP);
+        // At least MIN_READ, so one read syscall takes in hundreds of small packets.
+        let step = want.clamp(MIN_READ, GROWTH_STEP);
         if self.buf.capacity() - self.buf.len() < step {
             self.buf.reserve(step);
         }
@@ -166,7 +170,7 @@ mod tests {
         let mut decoder = PacketDecoder::new(u32::MAX);
         decoder.extend_from_slice(&0xffff_fff0u32.to_be_bytes());
         let buf = decoder.read_buffer().map(|b| b.capacity()).unwrap_or(0);
-        assert!(buf <= 2 * GROWTH_STEP + 16 * 1024, "reserved {buf}");
+        assert!(buf <= 2 * GROWTH_STEP + MIN_READ, "reserved {buf}");
     }
 
     #[test]
