@@ -25,10 +25,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod error;
 mod memory;
 mod record;
 
+pub use batch::WriteBatch;
 pub use error::StorageError;
 pub use memory::MemoryStore;
 pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
@@ -82,4 +84,45 @@ pub trait QueueStore: Send + 'static {
 
     /// Every peer with a non-empty queue, with its stats.
     fn peers(&self) -> Result<Vec<(String, PeerStats)>, StorageError>;
+
+    /// Applies a batch atomically (one transaction and one commit for durable backends)
+    /// and returns the sequence numbers of its pushes, in order.
+    ///
+    /// The default applies the operations one by one (fine for memory).
+    fn write(&mut self, batch: WriteBatch) -> Result<Vec<u64>, StorageError> {
+        let mut seqs = Vec::with_capacity(batch.pushes.len());
+        for (peer, record) in batch.pushes {
+            seqs.push(self.push(&peer, record)?);
+        }
+        for (peer, seq) in batch.removes {
+            self.remove(&peer, &[seq])?;
+        }
+        for (peer, uuid) in batch.received {
+            self.remember_received(&peer, uuid)?;
+        }
+        Ok(seqs)
+    }
+
+    /// Remembers the id of a message received from `peer` (for duplicate suppression
+    /// across restarts). Stores that do not persist anything keep nothing.
+    fn remember_received(&mut self, peer: &str, uuid: Uuid) -> Result<(), StorageError> {
+        let _ = (peer, uuid);
+        Ok(())
+    }
+
+    /// Appends the ids most recently received from `peer`, newest last, at most `limit`.
+    fn recent_received(
+        &self,
+        peer: &str,
+        limit: usize,
+        out: &mut Vec<Uuid>,
+    ) -> Result<(), StorageError> {
+        let _ = (peer, limit, out);
+        Ok(())
+    }
+
+    /// Whether the store keeps messages across restarts.
+    fn is_durable(&self) -> bool {
+        false
+    }
 }
