@@ -40,17 +40,20 @@ pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
 /// Synchronous on purpose: backends do blocking I/O, and the messaging layer runs them
 /// off the async threads, batching many operations into one call where it can.
 pub trait QueueStore: Send + 'static {
-    /// Appends one message to `peer`'s queue and returns its sequence number.
-    fn push(&mut self, peer: &str, record: NewRecord) -> Result<u64, StorageError>;
-
-    /// Appends several messages in one go (one transaction for durable backends), in
-    /// order. Returns their sequence numbers.
-    fn push_batch(&mut self, items: Vec<(String, NewRecord)>) -> Result<Vec<u64>, StorageError> {
-        items
-            .into_iter()
-            .map(|(peer, record)| self.push(&peer, record))
-            .collect()
+    /// Appends one message to `peer`'s queue with the next sequence number and returns it.
+    fn push(&mut self, peer: &str, record: NewRecord) -> Result<u64, StorageError> {
+        let seq = self.last_seq()?.map_or(1, |last| last + 1);
+        self.insert(peer, Record::from_new(seq, record))?;
+        Ok(seq)
     }
+
+    /// Appends a message whose sequence number the caller chose; it must be greater than
+    /// every sequence number in the store.
+    fn insert(&mut self, peer: &str, record: Record) -> Result<(), StorageError>;
+
+    /// The highest sequence number ever used by this store (also of removed messages, where
+    /// the backend can tell), so that numbering continues after a restart.
+    fn last_seq(&self) -> Result<Option<u64>, StorageError>;
 
     /// Appends up to `limit` messages of `peer`'s queue with a sequence number greater
     /// than `after` (all when `None`) to `out`, oldest first.
@@ -85,14 +88,12 @@ pub trait QueueStore: Send + 'static {
     /// Every peer with a non-empty queue, with its stats.
     fn peers(&self) -> Result<Vec<(String, PeerStats)>, StorageError>;
 
-    /// Applies a batch atomically (one transaction and one commit for durable backends)
-    /// and returns the sequence numbers of its pushes, in order.
+    /// Applies a batch atomically (one transaction and one commit for durable backends).
     ///
     /// The default applies the operations one by one (fine for memory).
-    fn write(&mut self, batch: WriteBatch) -> Result<Vec<u64>, StorageError> {
-        let mut seqs = Vec::with_capacity(batch.pushes.len());
+    fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
         for (peer, record) in batch.pushes {
-            seqs.push(self.push(&peer, record)?);
+            self.insert(&peer, record)?;
         }
         for (peer, seq) in batch.removes {
             self.remove(&peer, &[seq])?;
@@ -100,7 +101,7 @@ pub trait QueueStore: Send + 'static {
         for (peer, uuid) in batch.received {
             self.remember_received(&peer, uuid)?;
         }
-        Ok(seqs)
+        Ok(())
     }
 
     /// Remembers the id of a message received from `peer` (for duplicate suppression

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use crate::{NewRecord, PeerStats, QueueStore, Record, StorageError};
+use crate::{PeerStats, QueueStore, Record, StorageError};
 
 /// Keeps queues in memory. The default store.
 ///
@@ -47,9 +47,9 @@ impl MemoryStore {
 }
 
 impl QueueStore for MemoryStore {
-    fn push(&mut self, peer: &str, record: NewRecord) -> Result<u64, StorageError> {
-        let seq = self.next_seq.max(1);
-        self.next_seq = seq + 1;
+    fn insert(&mut self, peer: &str, record: Record) -> Result<(), StorageError> {
+        let seq = record.seq;
+        self.next_seq = self.next_seq.max(seq + 1);
         if let Some(deadline) = record.expiry.deadline_ms() {
             self.deadlines.insert((deadline, seq, peer.to_owned()));
         }
@@ -58,8 +58,12 @@ impl QueueStore for MemoryStore {
             None => self.queues.entry(peer.to_owned()).or_default(),
         };
         queue.bytes += record.data.len() as u64;
-        queue.records.push_back(Record::from_new(seq, record));
-        Ok(seq)
+        queue.records.push_back(record);
+        Ok(())
+    }
+
+    fn last_seq(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.next_seq.checked_sub(1).filter(|s| *s > 0))
     }
 
     fn read(
@@ -152,7 +156,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::Expiry;
+    use crate::{Expiry, NewRecord};
 
     fn record(n: u8, expiry: Expiry) -> NewRecord {
         NewRecord {
