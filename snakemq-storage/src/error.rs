@@ -20,6 +20,21 @@ pub enum StorageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A store file is a valid database of another kind (another application's, or a
+    /// Python snakeMQ queue), left untouched.
+    #[error("{path} is not a snakemq queue store: {reason}")]
+    Foreign {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What it seems to be instead.
+        reason: String,
+    },
+    /// A store file is already open, in this process or another one.
+    #[error("{path} is in use by another store")]
+    Locked {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// The backend failed for another reason.
     #[error("store backend error: {0}")]
     Backend(String),

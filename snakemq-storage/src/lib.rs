@@ -29,11 +29,15 @@ mod batch;
 mod error;
 mod memory;
 mod record;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use batch::WriteBatch;
 pub use error::StorageError;
 pub use memory::MemoryStore;
 pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 
 /// Where outgoing messages wait for their peer.
 ///

@@ -1,0 +1,287 @@
+//! Bad files and SQLite-specific behaviour; the shared behaviour is in the conformance
+//! suite (`tests/conformance.rs`).
+
+use std::path::Path;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+
+use super::*;
+
+fn record(n: u8, expiry: Expiry) -> NewRecord {
+    NewRecord {
+        uuid: [n; 16],
+        data: Bytes::from(vec![n; 100]),
+        flags: u32::from(n),
+        expiry,
+    }
+}
+
+fn at(seq: u64, n: u8, expiry: Expiry) -> Record {
+    Record::from_new(seq, record(n, expiry))
+}
+
+fn open(path: &Path) -> Result<SqliteStore, StorageError> {
+    SqliteStore::open(path, SqliteOptions::default())
+}
+
+fn names_file(error: &StorageError, path: &Path) -> bool {
+    error.to_string().contains(&path.display().to_string())
+}
+
+#[test]
+fn garbage_file_is_corrupt() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("garbage.db");
+    let garbage: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, garbage)?;
+    let error = open(&path).err().ok_or("opened garbage")?;
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(names_file(&error, &path), "{error}");
+    Ok(())
+}
+
+#[test]
+fn zero_filled_and_tiny_files_are_corrupt() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    for (name, content) in [
+        ("zeros.db", vec![0u8; 8192]),
+        ("tiny.db", b"SQLite".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content)?;
+        let error = open(&path).err().ok_or("opened a bad file")?;
+        assert!(
+            matches!(error, StorageError::Corrupt { .. }),
+            "{name}: {error}"
+        );
+        assert!(names_file(&error, &path), "{error}");
+    }
+    Ok(())
+}
+
+#[test]
+fn truncated_store_is_corrupt() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("truncated.db");
+    {
+        let mut store = open(&path)?;
+        let mut batch = WriteBatch::new();
+        for n in 0..2000u32 {
+            batch.pushes.push((
+                format!("peer{}", n % 7),
+                at(u64::from(n) + 1, (n % 250) as u8, Expiry::Never),
+            ));
+        }
+        store.write(batch)?;
+    }
+    let len = std::fs::metadata(&path)?.len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.set_len(len / 2)?;
+    drop(file);
+    let error = open(&path).err().ok_or("opened a truncated file")?;
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(names_file(&error, &path), "{error}");
+    Ok(())
+}
+
+#[test]
+fn damaged_pages_are_reported_not_panicked_on() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("damaged.db");
+    {
+        let mut store = open(&path)?;
+        let mut batch = WriteBatch::new();
+        for n in 0..2000u32 {
+            batch.pushes.push((
+                "bob".into(),
+                at(u64::from(n) + 1, (n % 250) as u8, Expiry::At(u64::from(n))),
+            ));
+        }
+        store.write(batch)?;
+    }
+    // Overwrite everything after the first page with junk, keeping the length.
+    let mut bytes = std::fs::read(&path)?;
+    for (i, b) in bytes.iter_mut().enumerate().skip(4096) {
+        *b = (i % 251) as u8;
+    }
+    std::fs::write(&path, bytes)?;
+    // Either the open or the first use reports it, as a typed error naming the file.
+    match open(&path) {
+        Err(error) => assert!(names_file(&error, &path), "{error}"),
+        Ok(store) => {
+            let mut page = Vec::new();
+            let error = store
+                .read("bob", None, 10_000, &mut page)
+                .err()
+                .ok_or("read junk")?;
+            assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn python_snakemq_queue_is_foreign_and_untouched() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("python.db");
+    {
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE items (queue_name VARCHAR(50), uuid VARCHAR(32), data BLOB,
+                                 ttl REAL, flags INTEGER);
+             INSERT INTO items VALUES ('bob', '00', x'68', 60.0, 0);",
+        )?;
+    }
+    let before = std::fs::read(&path)?;
+    let error = open(&path).err().ok_or("opened a Python queue")?;
+    assert!(matches!(error, StorageError::Foreign { .. }), "{error}");
+    assert!(error.to_string().contains("Python snakeMQ"), "{error}");
+    assert!(names_file(&error, &path), "{error}");
+    assert_eq!(
+        std::fs::read(&path)?,
+        before,
+        "a foreign file is not modified"
+    );
+    Ok(())
+}
+
+#[test]
+fn other_application_database_is_foreign() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("other.db");
+    Connection::open(&path)?.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")?;
+    let error = open(&path).err().ok_or("opened a foreign db")?;
+    assert!(matches!(error, StorageError::Foreign { .. }), "{error}");
+
+    let path = dir.path().join("app.db");
+    Connection::open(&path)?.pragma_update(None, "application_id", 42)?;
+    let error = open(&path).err().ok_or("opened a foreign db")?;
+    assert!(matches!(error, StorageError::Foreign { .. }), "{error}");
+    Ok(())
+}
+
+#[test]
+fn empty_file_becomes_a_store() -> Result<(), Box<dyn std::error::Error>> {
+    let file = tempfile::NamedTempFile::new()?;
+    let mut store = open(file.path())?;
+    store.push("bob", record(1, Expiry::Never))?;
+    assert_eq!(store.stats("bob")?.messages, 1);
+    Ok(())
+}
+
+#[test]
+fn second_open_is_locked() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let _first = open(&path)?;
+    let error = open(&path).err().ok_or("opened twice")?;
+    assert!(matches!(error, StorageError::Locked { .. }), "{error}");
+    assert!(names_file(&error, &path), "{error}");
+    Ok(())
+}
+
+#[test]
+fn directory_is_an_io_error() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let error = open(dir.path()).err().ok_or("opened a directory")?;
+    assert!(names_file(&error, dir.path()), "{error}");
+    Ok(())
+}
+
+#[test]
+fn while_connected_messages_are_deleted_at_open() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let kept;
+    {
+        let mut store = open(&path)?;
+        store.push("bob", record(1, Expiry::WhileConnected))?;
+        kept = store.push("bob", record(2, Expiry::Never))?;
+        store.push("amy", record(3, Expiry::WhileConnected))?;
+        assert_eq!(store.removed_at_open(), 0);
+    }
+    let store = open(&path)?;
+    assert_eq!(store.removed_at_open(), 2);
+    let mut page = Vec::new();
+    store.read("bob", None, 10, &mut page)?;
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![kept]);
+    assert_eq!(store.stats("bob")?.messages, 1);
+    assert_eq!(store.stats("bob")?.bytes, 100);
+    assert_eq!(store.peers()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn normal_durability_opens_and_keeps_messages() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        ..SqliteOptions::default()
+    };
+    let seq = SqliteStore::open(&path, options)?.push("bob", record(1, Expiry::Never))?;
+    let store = SqliteStore::open(&path, options)?;
+    assert_eq!(store.stats("bob")?.oldest_seq, Some(seq));
+    Ok(())
+}
+
+#[test]
+fn hot_queries_use_indexes() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = open(&dir.path().join("q.db"))?;
+    for (query, index) in [
+        (
+            "SELECT seq FROM messages WHERE peer = 1 AND seq > 0 ORDER BY seq LIMIT 10",
+            "messages_by_peer",
+        ),
+        (
+            "SELECT deadline FROM messages WHERE deadline IS NOT NULL ORDER BY deadline LIMIT 1",
+            "messages_by_deadline",
+        ),
+        (
+            "SELECT seq FROM messages WHERE deadline IS NOT NULL AND deadline <= 5 ORDER BY deadline, seq",
+            "messages_by_deadline",
+        ),
+        (
+            "SELECT seq FROM messages WHERE kind = 2",
+            "messages_while_connected",
+        ),
+    ] {
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {query}"))?
+            .query_map([], |row| row.get::<_, String>(3))?
+            .collect::<Result<_, _>>()?;
+        let plan = plan.join("; ");
+        assert!(plan.contains(index), "{query}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{query}: {plan}");
+    }
+    Ok(())
+}
+
+#[test]
+fn failed_transaction_rolls_back_memory_state() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut store = open(&dir.path().join("q.db"))?;
+    let first = store.push("bob", record(1, Expiry::Never))?;
+    // A batch that fails in the middle: a too-large flag value cannot fail, so break
+    // the table under it instead.
+    store.conn.execute_batch("CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.flags = 99 BEGIN SELECT RAISE(ABORT, 'boom'); END")?;
+    let mut batch = WriteBatch::new();
+    batch
+        .pushes
+        .push(("bob".into(), at(first + 1, 2, Expiry::Never)));
+    batch
+        .pushes
+        .push(("carl".into(), at(first + 2, 99, Expiry::Never)));
+    assert!(store.write(batch).is_err());
+    assert_eq!(store.stats("bob")?.messages, 1);
+    assert_eq!(store.stats("carl")?.messages, 0);
+    assert_eq!(store.peers()?.len(), 1);
+    let next = store.push("bob", record(3, Expiry::Never))?;
+    assert_eq!(next, first + 1, "the failed batch used no sequence numbers");
+    Ok(())
+}
