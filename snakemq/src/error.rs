@@ -44,6 +44,9 @@ pub enum Error {
     /// A peer with this identity is already connected; the new connection was refused.
     #[error("peer {0:?} is already connected")]
     DuplicateIdentity(String),
+    /// A group commit of the durable store failed; the message is not persisted.
+    #[error("store commit failed: {0}")]
+    Commit(std::sync::Arc<snakemq_storage::StorageError>),
     /// Messaging has been shut down.
     #[error("messaging is shut down")]
     Shutdown,

@@ -275,7 +275,6 @@ async fn drop_oldest_policy_reports_the_oldest_and_keeps_the_newest() -> TestRes
 /// Dropping one old message is not always enough room for a larger new one: the byte limit
 /// must still hold afterwards.
 #[tokio::test]
-#[ignore = "library bug: DropOldest drops at most one message per send, so a send larger than the oldest message leaves the queue over max_bytes (send() in messaging/mod.rs)"]
 async fn drop_oldest_policy_keeps_the_byte_limit() -> TestResult {
     let alice = Messaging::builder("alice")
         .queue_limits(limits(u64::MAX, 10, QueuePolicy::DropOldest))

@@ -67,7 +67,10 @@ pub struct MessagingBuilder {
     pub(crate) link: LinkConfig,
     pub(crate) listen: Vec<Endpoint>,
     pub(crate) connect: Vec<Endpoint>,
-    pub(crate) store: Box<dyn QueueStore>,
+    /// The working queues, always in memory.
+    pub(crate) memory: Box<dyn QueueStore>,
+    /// Where persistent messages are committed, if anywhere.
+    pub(crate) durable: Option<Box<dyn QueueStore>>,
     pub(crate) errors: Vec<Error>,
 }
 
@@ -134,7 +137,8 @@ impl MessagingBuilder {
             link: LinkConfig::default(),
             listen: Vec::new(),
             connect: Vec::new(),
-            store: Box::new(MemoryStore::new()),
+            memory: Box::new(MemoryStore::new()),
+            durable: None,
             errors,
         }
     }
@@ -165,9 +169,19 @@ impl MessagingBuilder {
         self
     }
 
-    /// Uses this store for outgoing queues (default: [`MemoryStore`]).
+    /// Uses this store for outgoing queues.
+    ///
+    /// A durable store (SQLite, RocksDB) keeps persistent messages
+    /// ([`Message::persistent`](super::Message::persistent)) across restarts: they are
+    /// committed, in groups, before `send` returns, and loaded again at start. The working
+    /// queues stay in memory either way. A non-durable store replaces the in-memory one
+    /// (default: [`MemoryStore`]).
     pub fn store(mut self, store: impl QueueStore) -> Self {
-        self.store = Box::new(store);
+        if store.is_durable() {
+            self.durable = Some(Box::new(store));
+        } else {
+            self.memory = Box::new(store);
+        }
         self
     }
 

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::event::{DropReason, Event};
 use super::message::ReceivedMessage;
-use super::state::{DedupWindow, PeerLink, Shared};
+use super::state::{DedupWindow, InFlight, PeerLink, Shared, is_persistent};
 use crate::Error;
 use crate::proto::{self, ConnectionConfig, MessageFrame, TTL_INFINITE, Uuid};
 
@@ -195,6 +195,7 @@ impl Driver {
             );
         }
         tracing::Span::current().record("peer", &*peer);
+        self.load_dedup_window(&peer, acks).await;
         if acks {
             tracing::debug!("peer identified, at-least-once delivery with acks");
         } else {
@@ -213,6 +214,27 @@ impl Driver {
             })
             .await;
         Ok(())
+    }
+
+    /// Fills the duplicate window of a peer seen for the first time since start from the
+    /// durable store.
+    async fn load_dedup_window(&self, peer: &Arc<str>, acks: bool) {
+        let Some(persister) = self.shared.persister.as_ref().filter(|_| acks) else {
+            return;
+        };
+        if self.shared.lock().dedup.contains_key(peer) {
+            return;
+        }
+        let window = self.shared.settings.dedup_window;
+        let ids = persister.load_received(peer.clone(), window).await;
+        let mut state = self.shared.lock();
+        let dedup = state
+            .dedup
+            .entry(peer.clone())
+            .or_insert_with(|| DedupWindow::new(window));
+        for id in ids {
+            dedup.insert(id);
+        }
     }
 
     /// Hands received messages to the application, suppressing duplicates, and queues
@@ -249,13 +271,33 @@ impl Driver {
         }
         let duplicates = (ids.len() - events.len()) as u64;
         let fresh = events.len() as u64;
+        let fresh_ids: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Received { message, .. } => Some(message.uuid),
+                _ => None,
+            })
+            .collect();
+        // Counted before the hand-over, so the application never sees a message that the
+        // counters do not include yet.
+        counters.received.fetch_add(fresh, Ordering::Relaxed);
+        counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         // Waits when the application is behind: backpressure reaches the sender through
         // withheld acks and TCP flow control. Acks only once the batch is handed over.
         if !events.is_empty() && !self.shared.emit(events).await {
             return;
         }
-        counters.received.fetch_add(fresh, Ordering::Relaxed);
-        counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        // With a durable store the ids are committed before they are acknowledged, so a
+        // restarted receiver still recognises a re-sent message.
+        if let Some(persister) = self.shared.persister.as_ref().filter(|_| self.acks) {
+            if !fresh_ids.is_empty() {
+                let commit = persister.received(peer.clone(), fresh_ids);
+                if let Err(error) = super::persist::committed(commit).await {
+                    tracing::error!(%error, "received ids not committed; not acknowledging");
+                    return;
+                }
+            }
+        }
         for uuid in ids {
             self.proto.ack(uuid);
         }
@@ -274,17 +316,24 @@ impl Driver {
                 return;
             };
             let mut seqs = Vec::with_capacity(ids.len());
+            let mut durable = Vec::new();
             for id in ids {
                 // Acks come in send order, so the match is almost always at the front.
-                let position = link.in_flight.iter().position(|(uuid, _, _)| uuid == id);
-                if let Some((uuid, seq, size)) = position.and_then(|i| link.in_flight.remove(i)) {
-                    link.in_flight_bytes -= size;
-                    seqs.push(seq);
-                    delivered.push(uuid);
+                let position = link.in_flight.iter().position(|m| m.uuid == *id);
+                if let Some(message) = position.and_then(|i| link.in_flight.remove(i)) {
+                    link.in_flight_bytes -= message.size;
+                    seqs.push(message.seq);
+                    delivered.push(message.uuid);
+                    if message.persistent {
+                        durable.push(message.seq);
+                    }
                 }
             }
             if let Err(error) = state.store.remove(&peer, &seqs) {
                 tracing::error!(%error, "store failed to remove acknowledged messages");
+            }
+            if let Some(persister) = &self.shared.persister {
+                persister.remove(&peer, durable);
             }
         }
         self.shared
@@ -344,8 +393,12 @@ impl Driver {
                     continue;
                 }
                 if link.acks {
-                    link.in_flight
-                        .push_back((record.uuid, record.seq, record.data.len()));
+                    link.in_flight.push_back(InFlight {
+                        uuid: record.uuid,
+                        seq: record.seq,
+                        size: record.data.len(),
+                        persistent: is_persistent(record.flags, record.expiry),
+                    });
                     link.in_flight_bytes += record.data.len();
                 }
                 bytes += record.data.len();
@@ -361,6 +414,8 @@ impl Driver {
                 if let Err(error) = state.store.remove(&peer, &remove) {
                     tracing::error!(%error, "store remove failed");
                 }
+                self.shared
+                    .forget(&peer, batch.iter().filter(|r| remove.contains(&r.seq)));
             }
         }
         if !expired.is_empty() {

@@ -11,6 +11,7 @@ mod config;
 mod driver;
 mod event;
 mod message;
+mod persist;
 mod state;
 mod sweeper;
 
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
 use snakemq_link::{ConnectorId, Endpoint, Incoming, Link, ListenerId};
-use snakemq_storage::{Expiry, NewRecord, PeerStats};
+use snakemq_storage::{Expiry, NewRecord, PeerStats, QueueStore, Record};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +32,8 @@ pub use message::{FLAG_PERSISTENT, Message, ReceivedMessage, uuid_hex};
 
 use self::clock::Clock;
 use self::config::validate_destination;
-use self::state::{Counters, Shared, State};
+use self::persist::Persister;
+use self::state::{Counters, Shared, State, is_persistent};
 use crate::Error;
 use crate::proto::{MESSAGE_HEADER_LEN, Uuid};
 
@@ -94,12 +96,22 @@ impl MessagingBuilder {
             link: link_config,
             listen,
             connect,
-            store,
+            mut memory,
+            durable,
             errors,
         } = self;
         if let Some(error) = errors.into_iter().next() {
             return Err(error);
         }
+        let persister = match durable {
+            Some(durable) => {
+                load_durable(&*durable, &mut *memory)?;
+                // The thread stops by itself once the last handle (in `Shared`) is gone.
+                let (persister, _thread) = Persister::start(durable)?;
+                Some(persister)
+            }
+            None => None,
+        };
         let max_packet_size = link_config.max_packet_size;
         let (link, incoming) = Link::new(link_config);
         let mut listeners = Vec::new();
@@ -113,7 +125,7 @@ impl MessagingBuilder {
         let (events_tx, events_rx) = mpsc::channel((settings.event_capacity / 256).max(4));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                store,
+                store: memory,
                 peers: Default::default(),
                 dedup: Default::default(),
             }),
@@ -128,6 +140,7 @@ impl MessagingBuilder {
             subscribed: AtomicBool::new(false),
             counters: Counters::default(),
             max_packet_size,
+            persister,
         });
         let stopped = CancellationToken::new();
         shared.tasks.spawn(sweeper::run(shared.clone()));
@@ -251,8 +264,8 @@ impl Messaging {
                             || stats.bytes + size > limits.max_bytes);
                     match (full, limits.policy) {
                         (false, _) => Step::Queued {
-                            wake: push(state, to, uuid, &message, expiry)?,
-                            dropped_oldest: None,
+                            pushed: push(state, to, uuid, &message, expiry)?,
+                            dropped_oldest: Vec::new(),
                         },
                         (true, QueuePolicy::Error) => {
                             return Err(Error::QueueFull {
@@ -263,18 +276,34 @@ impl Messaging {
                         }
                         (true, QueuePolicy::Wait) => Step::Full,
                         (true, QueuePolicy::DropOldest) => {
-                            // The oldest message not in flight: in-flight ones may be
-                            // acknowledged any moment.
+                            // The oldest messages not in flight (in-flight ones may be
+                            // acknowledged any moment), as many as it takes to make room.
                             let cursor = link.and_then(|l| l.cursor);
-                            let mut oldest = Vec::with_capacity(1);
-                            state.store.read(to, cursor, 1, &mut oldest)?;
-                            let victim = oldest.pop();
-                            if let Some(victim) = &victim {
-                                state.store.remove(to, &[victim.seq])?;
+                            let mut victims = Vec::new();
+                            let (mut messages, mut bytes) = (stats.messages, stats.bytes);
+                            let mut page = Vec::new();
+                            let mut after = cursor;
+                            while messages > 0
+                                && (messages >= limits.max_messages
+                                    || bytes + size > limits.max_bytes)
+                            {
+                                if page.is_empty() {
+                                    state.store.read(to, after, 64, &mut page)?;
+                                    page.reverse();
+                                }
+                                let Some(victim) = page.pop() else {
+                                    break;
+                                };
+                                after = Some(victim.seq);
+                                messages -= 1;
+                                bytes = bytes.saturating_sub(victim.data.len() as u64);
+                                victims.push(victim);
                             }
+                            let seqs: Vec<u64> = victims.iter().map(|v| v.seq).collect();
+                            state.store.remove(to, &seqs)?;
                             Step::Queued {
-                                wake: push(state, to, uuid, &message, expiry)?,
-                                dropped_oldest: victim.map(|v| v.uuid),
+                                pushed: push(state, to, uuid, &message, expiry)?,
+                                dropped_oldest: victims,
                             }
                         }
                     }
@@ -299,27 +328,43 @@ impl Messaging {
                     }
                 }
                 Step::Queued {
-                    wake,
+                    pushed,
                     dropped_oldest,
-                } => (wake, dropped_oldest),
+                } => (pushed, dropped_oldest),
             };
+            let (record, wake) = wake;
             if let Some(wake) = wake {
                 wake.notify_one();
             }
+            let peer: Arc<str> = Arc::from(to);
+            shared.forget(&peer, &dropped_oldest);
+            // Persistent: committed (with whatever else is pending) before we return.
+            let commit = match &shared.persister {
+                Some(persister) if is_persistent(record.flags, record.expiry) => {
+                    Some(persister.push(peer.clone(), record))
+                }
+                _ => None,
+            };
             if let Expiry::At(deadline) = expiry {
                 if deadline < shared.sweep_armed.load(Ordering::Acquire) {
                     shared.sweep.notify_one();
                 }
             }
-            if let Some(victim) = dropped_oldest {
-                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .report(Event::Dropped {
-                        to: Arc::from(to),
-                        uuid: victim,
+            if !dropped_oldest.is_empty() {
+                let count = dropped_oldest.len() as u64;
+                shared.counters.dropped.fetch_add(count, Ordering::Relaxed);
+                let events = dropped_oldest
+                    .into_iter()
+                    .map(|victim| Event::Dropped {
+                        to: peer.clone(),
+                        uuid: victim.uuid,
                         reason: DropReason::QueueFull,
                     })
-                    .await;
+                    .collect();
+                shared.report_all(events).await;
+            }
+            if let Some(commit) = commit {
+                persist::committed(commit).await?;
             }
             return Ok(uuid);
         }
@@ -373,6 +418,11 @@ impl Messaging {
         self.inner.link.shutdown();
         self.inner.shared.shutdown.cancel();
         self.inner.stopped.cancelled().await;
+        if let Some(persister) = &self.inner.shared.persister {
+            if let Err(error) = persister.barrier().await {
+                tracing::error!(%error, "final store commit failed");
+            }
+        }
     }
 }
 
@@ -382,10 +432,10 @@ enum Step {
     NotConnected,
     /// The queue is full and the policy is to wait.
     Full,
-    /// Queued; wake this driver, report this dropped message.
+    /// Queued (the record, and the driver to wake); report this dropped message.
     Queued {
-        wake: Option<Arc<tokio::sync::Notify>>,
-        dropped_oldest: Option<Uuid>,
+        pushed: (Record, Option<Arc<tokio::sync::Notify>>),
+        dropped_oldest: Vec<Record>,
     },
 }
 
@@ -395,17 +445,46 @@ fn push(
     uuid: Uuid,
     message: &Message,
     expiry: Expiry,
-) -> Result<Option<Arc<tokio::sync::Notify>>, Error> {
-    state.store.push(
-        to,
-        NewRecord {
-            uuid,
-            data: message.data.clone(),
-            flags: message.flags,
-            expiry,
-        },
-    )?;
-    Ok(state.peers.get(to).map(|l| l.wake.clone()))
+) -> Result<(Record, Option<Arc<tokio::sync::Notify>>), Error> {
+    let new = NewRecord {
+        uuid,
+        data: message.data.clone(),
+        flags: message.flags,
+        expiry,
+    };
+    let seq = state.store.push(to, new.clone())?;
+    Ok((
+        Record::from_new(seq, new),
+        state.peers.get(to).map(|l| l.wake.clone()),
+    ))
+}
+
+/// Loads every message of the durable store into the in-memory working queues, in order.
+fn load_durable(durable: &dyn QueueStore, memory: &mut dyn QueueStore) -> Result<(), Error> {
+    let mut page = Vec::new();
+    let mut loaded = 0usize;
+    for (peer, _) in durable.peers()? {
+        let mut after = None;
+        loop {
+            page.clear();
+            durable.read(&peer, after, 10_000, &mut page)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.seq);
+            for record in page.drain(..) {
+                memory.insert(&peer, record)?;
+                loaded += 1;
+            }
+        }
+    }
+    if loaded > 0 {
+        tracing::info!(
+            messages = loaded,
+            "loaded persistent messages from the store"
+        );
+    }
+    Ok(())
 }
 
 /// A random version-4 UUID from the thread-local generator (no syscall per message).

@@ -28,9 +28,19 @@ pub(crate) struct PeerLink {
     pub(crate) acks: bool,
     /// Sequence number of the last message handed to this connection.
     pub(crate) cursor: Option<u64>,
-    /// Sent, not yet acknowledged: (id, sequence number, size).
-    pub(crate) in_flight: VecDeque<(Uuid, u64, usize)>,
+    /// Sent, not yet acknowledged.
+    pub(crate) in_flight: VecDeque<InFlight>,
     pub(crate) in_flight_bytes: usize,
+}
+
+/// A message sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    pub(crate) uuid: Uuid,
+    pub(crate) seq: u64,
+    pub(crate) size: usize,
+    /// Whether it is also in the durable store.
+    pub(crate) persistent: bool,
 }
 
 /// Hashes a message id by its first eight bytes.
@@ -165,9 +175,33 @@ pub(crate) struct Shared {
     pub(crate) subscribed: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) max_packet_size: u32,
+    /// The storage writer, when a durable store is configured.
+    pub(crate) persister: Option<super::persist::Persister>,
+}
+
+/// Whether a record was (or will be) committed to the durable store.
+pub(crate) fn is_persistent(flags: u32, expiry: snakemq_storage::Expiry) -> bool {
+    flags & super::FLAG_PERSISTENT != 0 && expiry != snakemq_storage::Expiry::WhileConnected
 }
 
 impl Shared {
+    /// Removes these messages from the durable store too (those that are in it).
+    pub(crate) fn forget<'a>(
+        &self,
+        peer: &Arc<str>,
+        records: impl IntoIterator<Item = &'a snakemq_storage::Record>,
+    ) {
+        if let Some(persister) = &self.persister {
+            persister.remove(
+                peer,
+                records
+                    .into_iter()
+                    .filter(|r| is_persistent(r.flags, r.expiry))
+                    .map(|r| r.seq),
+            );
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -66,6 +66,9 @@ pub(crate) async fn sweep(shared: &Shared) {
         .fetch_add(expired.len() as u64, Ordering::Relaxed);
     shared.space.notify_waiters();
     tracing::debug!(count = expired.len(), "expired messages dropped");
+    for (peer, record) in &expired {
+        shared.forget(&Arc::from(peer.as_str()), [record]);
+    }
     let events = expired
         .into_iter()
         .map(|(peer, record)| Event::Dropped {

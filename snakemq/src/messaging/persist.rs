@@ -1,0 +1,177 @@
+//! The storage writer: one thread that owns the durable store and group-commits.
+//!
+//! Every persistent push, every removal of a persistent message (acknowledged, expired,
+//! dropped) and every received id to remember becomes an [`Op`] on one channel. The
+//! thread takes the first op, drains everything else already waiting into one
+//! [`WriteBatch`], applies it as one transaction with one commit (one fsync in `Full`
+//! durability), and then completes every waiting sender. Many concurrent sends therefore
+//! share one fsync, and the async threads never block on disk I/O.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use snakemq_storage::{QueueStore, Record, StorageError, Uuid, WriteBatch};
+use tokio::sync::oneshot;
+
+use crate::Error;
+
+/// Most operations in one group commit; bounds the size of one transaction.
+const MAX_GROUP: usize = 65_536;
+
+/// The outcome of a commit, shared by every op of its group.
+type CommitResult = Result<(), Arc<StorageError>>;
+
+pub(crate) enum Op {
+    /// Append a message; `done` completes after its commit.
+    Push {
+        peer: Arc<str>,
+        record: Record,
+        done: oneshot::Sender<CommitResult>,
+    },
+    /// Remove a message (no one waits).
+    Remove { peer: Arc<str>, seq: u64 },
+    /// Remember received ids; `done` completes after their commit.
+    Received {
+        peer: Arc<str>,
+        ids: Vec<Uuid>,
+        done: oneshot::Sender<CommitResult>,
+    },
+    /// The ids most recently received from a peer (served after pending writes).
+    LoadReceived {
+        peer: Arc<str>,
+        limit: usize,
+        reply: oneshot::Sender<Vec<Uuid>>,
+    },
+    /// Completes once everything queued before it is committed.
+    Barrier { done: oneshot::Sender<CommitResult> },
+}
+
+/// Handle to the storage writer thread.
+#[derive(Debug)]
+pub(crate) struct Persister {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Persister {
+    /// Starts the writer thread.
+    pub(crate) fn start(store: Box<dyn QueueStore>) -> Result<(Persister, JoinHandle<()>), Error> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("snakemq-store".into())
+            .spawn(move || run(store, rx))
+            .map_err(|e| Error::Link(e.into()))?;
+        Ok((Persister { tx }, thread))
+    }
+
+    fn submit(&self, op: Op) {
+        // The thread only stops when every sender is gone, so a send cannot fail while we
+        // hold one; if it ever did, the op is lost and the waiter sees a closed channel.
+        let _ = self.tx.send(op);
+    }
+
+    /// Queues a push; the returned receiver completes after its commit.
+    pub(crate) fn push(&self, peer: Arc<str>, record: Record) -> oneshot::Receiver<CommitResult> {
+        let (done, wait) = oneshot::channel();
+        self.submit(Op::Push { peer, record, done });
+        wait
+    }
+
+    /// Queues removals.
+    pub(crate) fn remove(&self, peer: &Arc<str>, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
+            self.submit(Op::Remove {
+                peer: peer.clone(),
+                seq,
+            });
+        }
+    }
+
+    /// Queues received ids; the receiver completes after their commit.
+    pub(crate) fn received(
+        &self,
+        peer: Arc<str>,
+        ids: Vec<Uuid>,
+    ) -> oneshot::Receiver<CommitResult> {
+        let (done, wait) = oneshot::channel();
+        self.submit(Op::Received { peer, ids, done });
+        wait
+    }
+
+    /// The ids most recently received from `peer`.
+    pub(crate) async fn load_received(&self, peer: Arc<str>, limit: usize) -> Vec<Uuid> {
+        let (reply, wait) = oneshot::channel();
+        self.submit(Op::LoadReceived { peer, limit, reply });
+        wait.await.unwrap_or_default()
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub(crate) async fn barrier(&self) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        self.submit(Op::Barrier { done });
+        match wait.await {
+            Ok(result) => result.map_err(Error::Commit),
+            Err(_) => Err(Error::Shutdown),
+        }
+    }
+}
+
+/// Waits for a commit.
+pub(crate) async fn committed(wait: oneshot::Receiver<CommitResult>) -> Result<(), Error> {
+    match wait.await {
+        Ok(result) => result.map_err(Error::Commit),
+        Err(_) => Err(Error::Shutdown),
+    }
+}
+
+fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
+    let span = tracing::debug_span!("store-writer");
+    let _entered = span.enter();
+    while let Ok(first) = rx.recv() {
+        let mut batch = WriteBatch::new();
+        let mut waiting = Vec::new();
+        let mut loads = Vec::new();
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Push { peer, record, done } => {
+                    batch.pushes.push((peer.to_string(), record));
+                    waiting.push(done);
+                }
+                Op::Remove { peer, seq } => batch.removes.push((peer.to_string(), seq)),
+                Op::Received { peer, ids, done } => {
+                    batch
+                        .received
+                        .extend(ids.into_iter().map(|id| (peer.to_string(), id)));
+                    waiting.push(done);
+                }
+                Op::LoadReceived { peer, limit, reply } => loads.push((peer, limit, reply)),
+                Op::Barrier { done } => waiting.push(done),
+            }
+            if batch.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            let ops = batch.len();
+            let result = store.write(batch).map_err(Arc::new);
+            match &result {
+                Ok(()) => tracing::trace!(ops, waiters = waiting.len(), "group committed"),
+                Err(error) => tracing::error!(%error, ops, "group commit failed"),
+            }
+            result
+        };
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+        for (peer, limit, reply) in loads {
+            let mut ids = Vec::new();
+            if let Err(error) = store.recent_received(&peer, limit, &mut ids) {
+                tracing::error!(%error, "loading received ids failed");
+            }
+            let _ = reply.send(ids);
+        }
+    }
+}
