@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rusqlite::Connection;
 
 use super::*;
+use crate::Expiry;
 
 fn record(n: u8, expiry: Expiry) -> NewRecord {
     NewRecord {
@@ -283,5 +284,73 @@ fn failed_transaction_rolls_back_memory_state() -> Result<(), Box<dyn std::error
     assert_eq!(store.peers()?.len(), 1);
     let next = store.push("bob", record(3, Expiry::Never))?;
     assert_eq!(next, first + 1, "the failed batch used no sequence numbers");
+    Ok(())
+}
+
+/// A measurement, not a check: what one commit costs, and what batching saves.
+/// `cargo test -p snakemq-storage --release -- --ignored --nocapture commit_cost`
+#[test]
+#[ignore = "a measurement; run in release with --nocapture"]
+fn commit_cost() -> Result<(), Box<dyn std::error::Error>> {
+    use std::time::Instant;
+    const N: u64 = 1000;
+    let dir = tempfile::tempdir()?;
+    let payload = vec![7u8; 100];
+
+    // A plain table, one transaction per insert and one per delete (WAL + FULL).
+    let conn = Connection::open(dir.path().join("raw.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (seq INTEGER PRIMARY KEY, data BLOB)")?;
+    let started = Instant::now();
+    for seq in 0..N {
+        conn.execute(
+            "INSERT INTO t VALUES (?1, ?2)",
+            rusqlite::params![seq, payload],
+        )?;
+        conn.execute("DELETE FROM t WHERE seq = ?1", [seq])?;
+    }
+    let raw = started.elapsed();
+
+    for durability in [Durability::Full, Durability::Normal] {
+        let options = SqliteOptions {
+            durability,
+            ..SqliteOptions::default()
+        };
+        let mut store = SqliteStore::open(dir.path().join(format!("{durability:?}.db")), options)?;
+        let message = |n: u64| NewRecord {
+            uuid: [n as u8; 16],
+            data: Bytes::from(payload.clone()),
+            flags: 0,
+            expiry: Expiry::Never,
+        };
+        let started = Instant::now();
+        for n in 0..N {
+            let seq = store.push("bob", message(n))?;
+            store.remove("bob", &[seq])?;
+        }
+        let single = started.elapsed();
+
+        let first = store.last_seq()?.unwrap_or(0) + 1;
+        let mut pushes = WriteBatch::new();
+        let mut removes = WriteBatch::new();
+        for n in 0..N {
+            pushes
+                .pushes
+                .push(("bob".into(), Record::from_new(first + n, message(n))));
+            removes.removes.push(("bob".into(), first + n));
+        }
+        let started = Instant::now();
+        store.write(pushes)?;
+        let pushed = started.elapsed();
+        store.write(removes)?;
+        let batched = started.elapsed();
+        eprintln!(
+            "{durability:?}: {N} x (push; remove) one transaction each: {single:?}; \
+             write(1000 pushes) {pushed:?} + write(1000 removes) {:?} = {batched:?}",
+            batched - pushed
+        );
+    }
+    eprintln!("raw rusqlite, WAL + FULL, {N} x (insert; delete) one transaction each: {raw:?}");
     Ok(())
 }
