@@ -21,6 +21,7 @@ use crate::{NewRecord, PeerStats, QueueStore, Record, StorageError, Uuid, WriteB
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Durability {
     /// Every commit is flushed to the disk (`synchronous = FULL`) before it returns: a
     /// committed message survives a process crash and a power loss. The default.
@@ -61,8 +62,9 @@ const KIND_WHILE_CONNECTED: i64 = 2;
 ///
 /// Only one store may have a file open at a time: a second open, in this process or
 /// another, fails with [`StorageError::Locked`]. Messages that expire only with their
-/// connection ([`Expiry::WhileConnected`]) cannot outlive the process and are deleted when
-/// the file is opened; [`SqliteStore::removed_at_open`] tells how many.
+/// connection ([`Expiry::WhileConnected`](crate::Expiry::WhileConnected)) cannot outlive
+/// the process and are deleted when the file is opened; [`SqliteStore::removed_at_open`]
+/// tells how many.
 ///
 /// Deadlines are stored as signed 64-bit milliseconds; one beyond `i64::MAX` (some 290
 /// million years) is stored as `i64::MAX`.
@@ -138,6 +140,10 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(|e| schema::map_err(&path, e))?;
+        // A large batch (8 MiB payloads, say) grows the log; after the next checkpoint it is
+        // cut back to this size instead of staying as large as its peak.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(|e| schema::map_err(&path, e))?;
         let mut store = SqliteStore {
             conn,
             path,
@@ -163,8 +169,9 @@ impl SqliteStore {
         &self.path
     }
 
-    /// How many [`Expiry::WhileConnected`] messages were found, and deleted, when the file
-    /// was opened (they were left by a process that stopped before delivering them).
+    /// How many [`Expiry::WhileConnected`](crate::Expiry::WhileConnected) messages were
+    /// found, and deleted, when the file was opened (they were left by a process that
+    /// stopped before delivering them).
     pub fn removed_at_open(&self) -> u64 {
         self.removed_at_open
     }
