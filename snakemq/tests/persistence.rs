@@ -270,3 +270,65 @@ async fn a_restarted_receiver_still_suppresses_duplicates() -> TestResult {
     bob.shutdown().await;
     Ok(())
 }
+
+/// A durable queue longer than a page is streamed into memory page by page; messages sent
+/// while the backlog drains, persistent or not, still come after it, in order.
+#[tokio::test]
+async fn a_long_durable_queue_is_paged_in_and_stays_in_order() -> TestResult {
+    let mut store = SharedStore::default();
+    let backlog = 10_000u64;
+    for seq in 1..=backlog {
+        store.insert(
+            "bob",
+            Record {
+                seq,
+                uuid: (seq as u128).to_be_bytes(),
+                data: Bytes::from(format!("old{seq}")),
+                flags: snakemq::FLAG_PERSISTENT,
+                expiry: snakemq::storage::Expiry::Never,
+            },
+        )?;
+    }
+    let addr = name("paging");
+    let alice = Messaging::builder("alice")
+        .store(store.clone())
+        .listen(&addr)
+        .start()
+        .await?;
+    assert_eq!(alice.queue_stats("bob")?.messages, backlog);
+    for i in 0..3 {
+        alice
+            .send(
+                "bob",
+                Message::new(format!("new{i}a").into_bytes()).persistent(),
+            )
+            .await?;
+        alice
+            .send("bob", Message::new(format!("new{i}b").into_bytes()))
+            .await?;
+    }
+    assert_eq!(alice.queue_stats("bob")?.messages, backlog + 6);
+
+    let bob = Messaging::builder("bob").connect(&addr).start().await?;
+    let mut events = bob.events();
+    for seq in 1..=backlog {
+        assert_eq!(
+            received(&mut events).await?,
+            Bytes::from(format!("old{seq}"))
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(
+            received(&mut events).await?,
+            Bytes::from(format!("new{i}a"))
+        );
+        assert_eq!(
+            received(&mut events).await?,
+            Bytes::from(format!("new{i}b"))
+        );
+    }
+    bob.shutdown().await;
+    alice.shutdown().await;
+    assert_eq!(store.messages("bob"), 0);
+    Ok(())
+}

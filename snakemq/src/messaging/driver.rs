@@ -352,7 +352,7 @@ impl Driver {
     }
 
     /// Moves queued messages into the transmit buffer, as many as the in-flight window
-    /// allows.
+    /// allows. Messages whose deadline passed are dropped (and reported) instead.
     async fn pump(&mut self) {
         let Some(peer) = self.peer.clone() else {
             return;
@@ -363,7 +363,7 @@ impl Driver {
         let settings = &self.shared.settings;
         let now_ms = self.shared.clock.now_ms();
         let mut batch = Vec::new();
-        let mut expired = Vec::new();
+        let expired: Vec<Record>;
         {
             let mut state = self.shared.lock();
             let state = &mut *state;
@@ -389,7 +389,6 @@ impl Driver {
                 taken += 1;
                 link.cursor = Some(record.seq);
                 if record.expiry.deadline_ms().is_some_and(|d| d <= now_ms) {
-                    expired.push(record.seq);
                     continue;
                 }
                 if link.acks {
@@ -404,18 +403,27 @@ impl Driver {
                 bytes += record.data.len();
             }
             batch.truncate(taken);
-            // Without acks (Python peers) a message counts as delivered once written:
-            // it leaves the queue now.
-            let mut remove = expired.clone();
-            if !link.acks {
-                remove.extend(batch.iter().map(|r| r.seq));
-            }
-            if !remove.is_empty() {
-                if let Err(error) = state.store.remove(&peer, &remove) {
+            let acks = link.acks;
+            let unsent = (state.store.stats(&peer).map(|s| s.messages).unwrap_or(0) as usize)
+                .saturating_sub(link.in_flight.len() + taken);
+            // Expired ones leave the queue; without acks (Python peers) a message counts as
+            // delivered once written, so every taken message leaves the queue now.
+            let (gone, kept): (Vec<Record>, Vec<Record>) = batch
+                .into_iter()
+                .partition(|r| r.expiry.deadline_ms().is_some_and(|d| d <= now_ms));
+            expired = gone;
+            batch = kept;
+            let leaving = expired.iter().chain(batch.iter().filter(|_| !acks));
+            let seqs: Vec<u64> = leaving.clone().map(|r| r.seq).collect();
+            if !seqs.is_empty() {
+                if let Err(error) = state.store.remove(&peer, &seqs) {
                     tracing::error!(%error, "store remove failed");
                 }
-                self.shared
-                    .forget(&peer, batch.iter().filter(|r| remove.contains(&r.seq)));
+                self.shared.forget(&peer, leaving);
+            }
+            // A long durable queue is paged in: ask for more before this page runs out.
+            if unsent < super::backlog::PAGE / 2 && state.backlogs.contains_key(&peer) {
+                super::backlog::request_page(&self.shared, state, &peer);
             }
         }
         if !expired.is_empty() {
@@ -428,27 +436,26 @@ impl Driver {
             .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
             .sum();
         self.proto.transmit_buffer().reserve(small);
-        let mut dropped = Vec::new();
-        for record in batch {
-            if expired.contains(&record.seq) {
-                dropped.push(Event::Dropped {
-                    to: peer.clone(),
-                    uuid: record.uuid,
-                    reason: DropReason::Expired,
-                });
-                continue;
-            }
-            self.encode(&record, now_ms);
-            if !self.acks {
-                self.delivered_on_write.push(record.uuid);
-            }
+        for record in &batch {
+            self.encode(record, now_ms);
         }
-        if !dropped.is_empty() {
-            let count = dropped.len() as u64;
+        if !self.acks {
+            self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
+        }
+        if !expired.is_empty() {
+            let count = expired.len() as u64;
             self.shared
                 .counters
                 .dropped
                 .fetch_add(count, Ordering::Relaxed);
+            let dropped = expired
+                .into_iter()
+                .map(|record| Event::Dropped {
+                    to: peer.clone(),
+                    uuid: record.uuid,
+                    reason: DropReason::Expired,
+                })
+                .collect();
             self.shared.report_all(dropped).await;
         }
     }

@@ -6,6 +6,7 @@
 //! acknowledged them (Rust peers) or when they were written to the connection (Python peers,
 //! which have no acknowledgements).
 
+mod backlog;
 mod clock;
 mod config;
 mod driver;
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
 use snakemq_link::{ConnectorId, Endpoint, Incoming, Link, ListenerId};
-use snakemq_storage::{Expiry, NewRecord, PeerStats, QueueStore, Record};
+use snakemq_storage::{Expiry, PeerStats, Record};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,14 +104,17 @@ impl MessagingBuilder {
         if let Some(error) = errors.into_iter().next() {
             return Err(error);
         }
-        let persister = match durable {
+        let (persister, backlogs, next_seq) = match durable {
             Some(durable) => {
-                load_durable(&*durable, &mut *memory)?;
+                let (backlogs, next_seq) = backlog::load_first_pages(&*durable, &mut *memory)?;
                 // The thread stops by itself once the last handle (in `Shared`) is gone.
                 let (persister, _thread) = Persister::start(durable)?;
-                Some(persister)
+                (Some(persister), backlogs, next_seq)
             }
-            None => None,
+            None => {
+                let next_seq = memory.last_seq()?.unwrap_or(0) + 1;
+                (None, Default::default(), next_seq)
+            }
         };
         let max_packet_size = link_config.max_packet_size;
         let (link, incoming) = Link::new(link_config);
@@ -128,6 +132,8 @@ impl MessagingBuilder {
                 store: memory,
                 peers: Default::default(),
                 dedup: Default::default(),
+                backlogs,
+                next_seq,
             }),
             settings,
             clock: Clock::new(),
@@ -251,6 +257,7 @@ impl Messaging {
             }
             // Registered before the check, so a wake-up between check and wait is not lost.
             let space = shared.space.notified();
+            let persister = shared.persister.as_ref();
             let step = {
                 let mut guard = shared.lock();
                 let state = &mut *guard;
@@ -264,7 +271,7 @@ impl Messaging {
                             || stats.bytes + size > limits.max_bytes);
                     match (full, limits.policy) {
                         (false, _) => Step::Queued {
-                            pushed: push(state, to, uuid, &message, expiry)?,
+                            pushed: push(state, persister, to, uuid, &message, expiry)?,
                             dropped_oldest: Vec::new(),
                         },
                         (true, QueuePolicy::Error) => {
@@ -302,7 +309,7 @@ impl Messaging {
                             let seqs: Vec<u64> = victims.iter().map(|v| v.seq).collect();
                             state.store.remove(to, &seqs)?;
                             Step::Queued {
-                                pushed: push(state, to, uuid, &message, expiry)?,
+                                pushed: push(state, persister, to, uuid, &message, expiry)?,
                                 dropped_oldest: victims,
                             }
                         }
@@ -332,19 +339,12 @@ impl Messaging {
                     dropped_oldest,
                 } => (pushed, dropped_oldest),
             };
-            let (record, wake) = wake;
+            let Pushed { wake, commit } = wake;
             if let Some(wake) = wake {
                 wake.notify_one();
             }
             let peer: Arc<str> = Arc::from(to);
             shared.forget(&peer, &dropped_oldest);
-            // Persistent: committed (with whatever else is pending) before we return.
-            let commit = match &shared.persister {
-                Some(persister) if is_persistent(record.flags, record.expiry) => {
-                    Some(persister.push(peer.clone(), record))
-                }
-                _ => None,
-            };
             if let Expiry::At(deadline) = expiry {
                 if deadline < shared.sweep_armed.load(Ordering::Acquire) {
                     shared.sweep.notify_one();
@@ -392,7 +392,14 @@ impl Messaging {
 
     /// Size of the queue for `peer` (in-flight messages included until acknowledged).
     pub fn queue_stats(&self, peer: &str) -> Result<PeerStats, Error> {
-        Ok(self.inner.shared.lock().store.stats(peer)?)
+        let state = self.inner.shared.lock();
+        let mut stats = state.store.stats(peer)?;
+        if let Some(backlog) = state.backlogs.get(peer) {
+            // Messages not loaded yet count; their bytes are not known without reading.
+            stats.messages += backlog.unloaded + backlog.parked.len() as u64;
+            stats.bytes += backlog.parked_bytes();
+        }
+        Ok(stats)
     }
 
     /// Every non-empty queue.
@@ -434,57 +441,51 @@ enum Step {
     Full,
     /// Queued (the record, and the driver to wake); report this dropped message.
     Queued {
-        pushed: (Record, Option<Arc<tokio::sync::Notify>>),
+        pushed: Pushed,
         dropped_oldest: Vec<Record>,
     },
 }
 
+/// What queuing one message left to do outside the lock.
+struct Pushed {
+    /// The driver to wake.
+    wake: Option<Arc<tokio::sync::Notify>>,
+    /// The commit to wait for (persistent messages).
+    commit: Option<tokio::sync::oneshot::Receiver<Result<(), Arc<snakemq_storage::StorageError>>>>,
+}
+
+/// Queues one message under the lock: into memory, beside a backlog, and/or to the
+/// durable store. The durable push is submitted under the lock so that the storage
+/// writer sees pushes and page loads in the order the lock decided them.
 fn push(
     state: &mut State,
+    persister: Option<&Persister>,
     to: &str,
     uuid: Uuid,
     message: &Message,
     expiry: Expiry,
-) -> Result<(Record, Option<Arc<tokio::sync::Notify>>), Error> {
-    let new = NewRecord {
+) -> Result<Pushed, Error> {
+    let seq = state.next_seq;
+    state.next_seq += 1;
+    let record = Record {
+        seq,
         uuid,
         data: message.data.clone(),
         flags: message.flags,
         expiry,
     };
-    let seq = state.store.push(to, new.clone())?;
-    Ok((
-        Record::from_new(seq, new),
-        state.peers.get(to).map(|l| l.wake.clone()),
-    ))
-}
-
-/// Loads every message of the durable store into the in-memory working queues, in order.
-fn load_durable(durable: &dyn QueueStore, memory: &mut dyn QueueStore) -> Result<(), Error> {
-    let mut page = Vec::new();
-    let mut loaded = 0usize;
-    for (peer, _) in durable.peers()? {
-        let mut after = None;
-        loop {
-            page.clear();
-            durable.read(&peer, after, 10_000, &mut page)?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = Some(last.seq);
-            for record in page.drain(..) {
-                memory.insert(&peer, record)?;
-                loaded += 1;
-            }
+    let persistent = persister.filter(|_| is_persistent(record.flags, expiry));
+    let wake = state.peers.get(to).map(|l| l.wake.clone());
+    let commit = persistent.map(|p| p.push(Arc::from(to), record.clone()));
+    match state.backlogs.get_mut(to) {
+        Some(backlog) if commit.is_some() => {
+            backlog.durable_only_sends += 1;
+            backlog.unloaded += 1;
         }
+        Some(backlog) => backlog.parked.push_back(record),
+        None => state.store.insert(to, record)?,
     }
-    if loaded > 0 {
-        tracing::info!(
-            messages = loaded,
-            "loaded persistent messages from the store"
-        );
-    }
-    Ok(())
+    Ok(Pushed { wake, commit })
 }
 
 /// A random version-4 UUID from the thread-local generator (no syscall per message).

@@ -45,6 +45,13 @@ pub(crate) enum Op {
     },
     /// Completes once everything queued before it is committed.
     Barrier { done: oneshot::Sender<CommitResult> },
+    /// A page of a peer's queue after a sequence number (served after pending writes).
+    Load {
+        peer: Arc<str>,
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Record>, Arc<StorageError>>>,
+    },
 }
 
 /// Handle to the storage writer thread.
@@ -105,6 +112,23 @@ impl Persister {
         wait.await.unwrap_or_default()
     }
 
+    /// Loads a page of `peer`'s durable queue (after everything queued before is committed).
+    pub(crate) fn load(
+        &self,
+        peer: Arc<str>,
+        after: u64,
+        limit: usize,
+    ) -> oneshot::Receiver<Result<Vec<Record>, Arc<StorageError>>> {
+        let (reply, wait) = oneshot::channel();
+        self.submit(Op::Load {
+            peer,
+            after,
+            limit,
+            reply,
+        });
+        wait
+    }
+
     /// Waits until everything queued so far is committed.
     pub(crate) async fn barrier(&self) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
@@ -131,6 +155,7 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
         let mut batch = WriteBatch::new();
         let mut waiting = Vec::new();
         let mut loads = Vec::new();
+        let mut pages = Vec::new();
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
@@ -146,6 +171,12 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
                     waiting.push(done);
                 }
                 Op::LoadReceived { peer, limit, reply } => loads.push((peer, limit, reply)),
+                Op::Load {
+                    peer,
+                    after,
+                    limit,
+                    reply,
+                } => pages.push((peer, after, limit, reply)),
                 Op::Barrier { done } => waiting.push(done),
             }
             if batch.len() < MAX_GROUP {
@@ -172,6 +203,14 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
                 tracing::error!(%error, "loading received ids failed");
             }
             let _ = reply.send(ids);
+        }
+        for (peer, after, limit, reply) in pages {
+            let mut page = Vec::with_capacity(limit);
+            let result = store
+                .read(&peer, Some(after), limit, &mut page)
+                .map(|()| page)
+                .map_err(Arc::new);
+            let _ = reply.send(result);
         }
     }
 }

@@ -141,6 +141,10 @@ pub(crate) struct State {
     // foldhash: these maps are looked up on every send; SipHash showed in profiles.
     pub(crate) peers: foldhash::HashMap<Arc<str>, PeerLink>,
     pub(crate) dedup: foldhash::HashMap<Arc<str>, DedupWindow>,
+    /// Peers whose durable queue is not fully loaded (see `backlog`).
+    pub(crate) backlogs: foldhash::HashMap<Arc<str>, super::backlog::Backlog>,
+    /// The next sequence number: one order for memory and the durable store.
+    pub(crate) next_seq: u64,
 }
 
 /// Counters kept whether or not anyone reads events.
