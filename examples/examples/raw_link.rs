@@ -11,7 +11,7 @@ async fn main() -> Result<(), LinkError> {
     let (server, mut accepted) = Link::new(LinkConfig::default().max_packet_size(1024));
     let (_, bound) = server.listen(&"127.0.0.1:0".parse()?).await?;
     let (client, mut connected) = Link::new(LinkConfig::default());
-    client.connect(bound.clone());
+    client.connect(bound.clone())?;
 
     let (_, _, writer) = connected
         .next()

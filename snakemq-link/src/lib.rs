@@ -18,7 +18,7 @@
 //! let (_, bound) = server.listen(&"memory:doc-server".parse()?).await?;
 //!
 //! let (client, mut connected) = Link::new(LinkConfig::default());
-//! client.connect(bound);
+//! client.connect(bound)?;
 //!
 //! let (_, _, writer) = connected.next().await.ok_or(snakemq_link::LinkError::Closed)?.into_parts();
 //! writer.send_packet(Bytes::from_static(b"hello")).await?;

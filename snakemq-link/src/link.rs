@@ -99,7 +99,8 @@ pub struct Link {
 #[derive(Debug)]
 struct Inner {
     config: LinkConfig,
-    tx: mpsc::Sender<Connection>,
+    /// Taken by `shutdown`, so that `Incoming` ends once the tasks' clones are gone.
+    tx: Mutex<Option<mpsc::Sender<Connection>>>,
     slots: Arc<Semaphore>,
     tasks: Mutex<HashMap<u64, JoinHandle<()>>>,
     next_id: AtomicU64,
@@ -143,7 +144,7 @@ impl Link {
         let inner = Inner {
             slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
-            tx,
+            tx: Mutex::new(Some(tx)),
             tasks: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         };
@@ -160,12 +161,13 @@ impl Link {
         &self.inner.config
     }
 
-    fn ctx(&self) -> TaskCtx {
-        TaskCtx {
-            tx: self.inner.tx.clone(),
+    fn ctx(&self) -> Result<TaskCtx, LinkError> {
+        let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(TaskCtx {
+            tx: tx.clone().ok_or(LinkError::Closed)?,
             slots: self.inner.slots.clone(),
             max_packet_size: self.inner.config.max_packet_size,
-        }
+        })
     }
 
     fn register(&self, task: JoinHandle<()>) -> u64 {
@@ -176,11 +178,17 @@ impl Link {
         id
     }
 
-    fn unregister(&self, id: u64) -> bool {
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        match tasks.remove(&id) {
+    /// Stops a task and waits until it is gone, so whatever it owned (a listening socket, a
+    /// memory endpoint name) is released when this returns.
+    async fn unregister(&self, id: u64) -> bool {
+        let task = {
+            let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.remove(&id)
+        };
+        match task {
             Some(task) => {
                 task.abort();
+                let _ = task.await;
                 true
             }
             None => false,
@@ -190,7 +198,7 @@ impl Link {
     /// Starts listening. Returns the id and the bound endpoint (port 0 is replaced by the
     /// port the system chose).
     pub async fn listen(&self, endpoint: &Endpoint) -> Result<(ListenerId, Endpoint), LinkError> {
-        let ctx = self.ctx();
+        let ctx = self.ctx()?;
         let (task, bound) = match endpoint {
             Endpoint::Tcp(addr) => {
                 let listener =
@@ -218,31 +226,40 @@ impl Link {
 
     /// Starts a connector that keeps one connection to `endpoint` open, reconnecting with
     /// backoff whenever it fails or closes.
-    pub fn connect(&self, endpoint: Endpoint) -> ConnectorId {
-        let ctx = self.ctx();
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] after [`Link::shutdown`].
+    pub fn connect(&self, endpoint: Endpoint) -> Result<ConnectorId, LinkError> {
+        let ctx = self.ctx()?;
         let backoff = self.inner.config.backoff;
         let span = tracing::info_span!("connector", to = %endpoint);
         let task = tokio::spawn(connector_loop(endpoint, backoff, ctx).instrument(span));
-        ConnectorId(self.register(task))
+        Ok(ConnectorId(self.register(task)))
     }
 
-    /// Stops a listener. Returns whether it existed.
-    pub fn remove_listener(&self, id: ListenerId) -> bool {
-        self.unregister(id.0)
+    /// Stops a listener; its address is free again when this returns. Returns whether it
+    /// existed.
+    pub async fn remove_listener(&self, id: ListenerId) -> bool {
+        self.unregister(id.0).await
     }
 
     /// Stops a connector (its current connection, if any, stays with its owner). Returns
     /// whether it existed.
-    pub fn remove_connector(&self, id: ConnectorId) -> bool {
-        self.unregister(id.0)
+    pub async fn remove_connector(&self, id: ConnectorId) -> bool {
+        self.unregister(id.0).await
     }
 
-    /// Stops every listener and connector.
+    /// Stops every listener and connector and closes [`Incoming`]: once the stopped tasks
+    /// are gone, [`Incoming::next`] returns `None`. Listening or connecting afterwards
+    /// fails with [`LinkError::Closed`].
     pub fn shutdown(&self) {
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
         for (_, task) in tasks.drain() {
             task.abort();
         }
+        drop(tasks);
+        let mut tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
+        tx.take();
     }
 }
 

@@ -123,7 +123,7 @@ impl MessagingBuilder {
             listeners.push(link.listen(endpoint).await?);
         }
         for endpoint in connect {
-            link.connect(endpoint);
+            link.connect(endpoint)?;
         }
         // Batches of up to a few hundred events: the capacity in events is approximate.
         let (events_tx, events_rx) = mpsc::channel((settings.event_capacity / 256).max(4));
@@ -223,7 +223,7 @@ impl Messaging {
 
     /// Adds a connector at run time.
     pub fn connect(&self, endpoint: &str) -> Result<ConnectorId, Error> {
-        Ok(self.inner.link.connect(endpoint.parse()?))
+        Ok(self.inner.link.connect(endpoint.parse()?)?)
     }
 
     /// Queues `message` for peer `to` and returns its id.
