@@ -336,6 +336,11 @@ impl Driver {
                 persister.remove(&peer, durable);
             }
         }
+        self.delivered(&peer, delivered).await;
+    }
+
+    /// Counts and reports delivered messages; their queue room is free again.
+    async fn delivered(&self, peer: &Arc<str>, delivered: Vec<Uuid>) {
         self.shared
             .counters
             .delivered
@@ -495,19 +500,7 @@ impl Driver {
                 return Ok(());
             };
             let delivered = std::mem::take(&mut self.delivered_on_write);
-            self.shared
-                .counters
-                .delivered
-                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
-            self.shared.space.notify_waiters();
-            let events = delivered
-                .into_iter()
-                .map(|uuid| Event::Delivered {
-                    to: peer.clone(),
-                    uuid,
-                })
-                .collect();
-            self.shared.report_all(events).await;
+            self.delivered(&peer, delivered).await;
         }
         Ok(())
     }
