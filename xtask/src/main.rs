@@ -6,10 +6,12 @@
 //! - `ci`: format check, clippy, tests (with the Python interop virtualenv), docs, examples.
 //! - `fuzz --seconds N`: every cargo-fuzz target in `fuzz/` for N seconds each.
 //! - `bench [--rounds N] [--quick]`: our throughput against libzmq, Python snakeMQ and raw TCP.
+//! - `crash [--messages N] [--kills K] [--seed S]`: persistent delivery under SIGKILL.
 //! - `python-env`: ensure the interop virtualenv and print its interpreter path.
 
 mod bench;
 mod ci;
+mod crash;
 mod fuzz;
 mod python;
 mod util;
@@ -24,6 +26,8 @@ commands:
   fuzz --seconds N            run every fuzz target in fuzz/ for N seconds each
   bench [--rounds N] [--quick]
                               throughput: ours vs libzmq vs Python snakeMQ vs raw TCP
+  crash [--messages N] [--kills K] [--seed S] [--max-delay-ms MS] [--timeout SECONDS]
+                              persistent delivery while sender and receiver get SIGKILLed
   python-env                  ensure the Python interop virtualenv, print its interpreter
                               (export SNAKEMQ_PYTHON=$(cargo xtask python-env))";
 
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         "ci" => no_args(rest).and_then(|()| ci::run()),
         "fuzz" => fuzz::parse_args(rest).and_then(fuzz::run),
         "bench" => bench::parse_args(rest).and_then(bench::run),
+        "crash" => crash::parse_args(rest).and_then(crash::run),
         "python-env" => no_args(rest).and_then(|()| {
             let python = python::ensure_python_venv()?;
             // Only the path on stdout, so `$(cargo xtask python-env)` works.
