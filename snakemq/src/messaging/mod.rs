@@ -343,14 +343,14 @@ impl Messaging {
             if let Some(wake) = wake {
                 wake.notify_one();
             }
-            let peer: Arc<str> = Arc::from(to);
-            shared.forget(&peer, &dropped_oldest);
             if let Expiry::At(deadline) = expiry {
                 if deadline < shared.sweep_armed.load(Ordering::Acquire) {
                     shared.sweep.notify_one();
                 }
             }
             if !dropped_oldest.is_empty() {
+                let peer: Arc<str> = Arc::from(to);
+                shared.forget(&peer, &dropped_oldest);
                 let count = dropped_oldest.len() as u64;
                 shared.counters.dropped.fetch_add(count, Ordering::Relaxed);
                 let events = dropped_oldest
