@@ -9,7 +9,24 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The workspace root: xtask lives one folder below it.
+///
+/// Derived at run time (cargo sets `CARGO_MANIFEST_DIR` for `cargo run`, and the current
+/// folder is searched upwards otherwise): a binary built in another checkout that shares the
+/// target folder must not work on that other checkout.
 pub(crate) fn workspace_root() -> PathBuf {
+    let is_root = |dir: &Path| {
+        dir.join("Cargo.toml").is_file() && dir.join("xtask").join("Cargo.toml").is_file()
+    };
+    if let Some(manifest_dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        if let Some(root) = Path::new(&manifest_dir).parent().filter(|dir| is_root(dir)) {
+            return root.to_path_buf();
+        }
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(root) = cwd.ancestors().find(|dir| is_root(dir)) {
+            return root.to_path_buf();
+        }
+    }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
