@@ -29,6 +29,8 @@ mod batch;
 mod error;
 mod memory;
 mod record;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -36,6 +38,10 @@ pub use batch::WriteBatch;
 pub use error::StorageError;
 pub use memory::MemoryStore;
 pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
+#[cfg(all(feature = "rocksdb", not(feature = "sqlite")))]
+pub use rocks::Durability;
+#[cfg(feature = "rocksdb")]
+pub use rocks::{RocksOptions, RocksStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 

@@ -121,5 +121,20 @@ conformance!(
     }
 );
 
-// A RocksDB backend joins with one more `conformance!(rocks, ...)` behind
-// `#[cfg(feature = "rocksdb")]` once the feature exists.
+#[cfg(feature = "rocksdb")]
+conformance!(
+    rocks,
+    Backend {
+        open: |path| {
+            snakemq_storage::RocksStore::open(
+                path,
+                snakemq_storage::RocksOptions {
+                    received_limit: 1000,
+                    ..Default::default()
+                },
+            )
+        },
+        persistent: true,
+        received_bound: Some(1000),
+    }
+);
