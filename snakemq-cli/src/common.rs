@@ -2,8 +2,10 @@
 //! (`--ident`, `--bind`, `--connect`) and starting a [`Messaging`] from them.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use snakemq::storage::{QueueStore, StorageError};
 use snakemq::{Messaging, MessagingBuilder};
 
 /// Errors of the command line, printed as one line; the process exits with 1.
@@ -84,11 +86,6 @@ impl PeerArgs {
         Ok(messaging)
     }
 
-    /// [`PeerArgs::start_with`] the default builder.
-    pub(crate) async fn start(&self) -> Result<Messaging, CliError> {
-        self.start_with(self.builder()).await
-    }
-
     /// The connect addresses as one printable list (for messages about unreachable peers).
     pub(crate) fn connect_list(&self) -> String {
         self.connect.join(", ")
@@ -112,5 +109,141 @@ pub(crate) async fn with_deadline<F: Future>(
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
         None => Some(future.await),
+    }
+}
+
+/// Which store implementation keeps the queues on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StoreBackend {
+    /// One SQLite file (the default).
+    Sqlite,
+    /// A RocksDB directory (needs a `snakemq` built with the `rocksdb` feature).
+    Rocksdb,
+}
+
+/// How hard a commit of the store tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// Flush every commit to the disk: survives a crash and a power loss.
+    Full,
+    /// Survives a process crash; the last commits may be lost on a power loss.
+    Normal,
+}
+
+impl From<DurabilityArg> for snakemq::storage::Durability {
+    fn from(value: DurabilityArg) -> Self {
+        match value {
+            DurabilityArg::Full => snakemq::storage::Durability::Full,
+            DurabilityArg::Normal => snakemq::storage::Durability::Normal,
+        }
+    }
+}
+
+/// `--store`, `--store-backend`, `--durability`: queues that survive a restart.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// Keep queues (persistent messages, received ids) in the store at PATH, so they
+    /// survive a restart.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) store: Option<PathBuf>,
+    /// The kind of store at --store PATH.
+    #[arg(long, value_enum, value_name = "BACKEND", default_value_t = StoreBackend::Sqlite)]
+    pub(crate) store_backend: StoreBackend,
+    /// How hard a commit of the store tries to reach the disk.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = DurabilityArg::Full)]
+    pub(crate) durability: DurabilityArg,
+}
+
+impl StoreArgs {
+    /// Adds the store (if `--store` was given) to `builder`. Any failure to open it is one
+    /// line naming the file.
+    pub(crate) fn apply(&self, builder: MessagingBuilder) -> Result<MessagingBuilder, CliError> {
+        let Some(path) = &self.store else {
+            return Ok(builder);
+        };
+        Ok(
+            match open_store(path, self.store_backend, self.durability)? {
+                AnyStore::Sqlite(store) => builder.store(store),
+                #[cfg(feature = "rocksdb")]
+                AnyStore::Rocks(store) => builder.store(store),
+            },
+        )
+    }
+}
+
+/// A store opened by the command line, of whichever backend.
+pub(crate) enum AnyStore {
+    /// A SQLite file.
+    Sqlite(snakemq::storage::SqliteStore),
+    /// A RocksDB directory.
+    #[cfg(feature = "rocksdb")]
+    Rocks(snakemq::storage::RocksStore),
+}
+
+impl AnyStore {
+    /// The store as the trait, for code that does not care about the backend.
+    pub(crate) fn as_store(&self) -> &dyn QueueStore {
+        match self {
+            AnyStore::Sqlite(store) => store,
+            #[cfg(feature = "rocksdb")]
+            AnyStore::Rocks(store) => store,
+        }
+    }
+
+    /// The store as the trait, mutable.
+    pub(crate) fn as_store_mut(&mut self) -> &mut dyn QueueStore {
+        match self {
+            AnyStore::Sqlite(store) => store,
+            #[cfg(feature = "rocksdb")]
+            AnyStore::Rocks(store) => store,
+        }
+    }
+}
+
+/// Opens the store at `path`; errors become one line that names the file.
+pub(crate) fn open_store(
+    path: &Path,
+    backend: StoreBackend,
+    durability: DurabilityArg,
+) -> Result<AnyStore, CliError> {
+    let opened = match backend {
+        StoreBackend::Sqlite => {
+            let options = snakemq::storage::SqliteOptions {
+                durability: durability.into(),
+                ..Default::default()
+            };
+            snakemq::storage::SqliteStore::open(path, options).map(AnyStore::Sqlite)
+        }
+        #[cfg(feature = "rocksdb")]
+        StoreBackend::Rocksdb => {
+            let options = snakemq::storage::RocksOptions {
+                durability: durability.into(),
+                ..Default::default()
+            };
+            snakemq::storage::RocksStore::open(path, options).map(AnyStore::Rocks)
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        StoreBackend::Rocksdb => {
+            return Err(
+                "--store-backend rocksdb: this snakemq was built without RocksDB support \
+                 (rebuild with `--features rocksdb`)"
+                    .into(),
+            );
+        }
+    };
+    opened.map_err(|error| store_error(path, &error))
+}
+
+/// One line for a store that cannot be opened, always naming the file.
+pub(crate) fn store_error(path: &Path, error: &StorageError) -> CliError {
+    match error {
+        StorageError::Locked { .. } => {
+            format!("{}: store is in use by a running process", path.display()).into()
+        }
+        // These name the file already.
+        StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Foreign { .. } => {
+            error.to_string().into()
+        }
+        _ => format!("{}: {error}", path.display()).into(),
     }
 }

@@ -6,13 +6,17 @@ use std::process::ExitCode;
 use base64::Engine;
 use snakemq::{Event, ReceivedMessage, uuid_hex};
 
-use crate::common::{CliError, PeerArgs};
+use crate::common::{CliError, PeerArgs, StoreArgs};
 
 /// Arguments of `snakemq listen`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ListenArgs {
     #[command(flatten)]
     peer: PeerArgs,
+    /// With --store, the ids of received messages are kept there too, so a message sent
+    /// again after a restart of this listener is still recognised as a duplicate.
+    #[command(flatten)]
+    store: StoreArgs,
     /// Exit after N messages (once their acknowledgements have been sent).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -23,7 +27,8 @@ pub(crate) struct ListenArgs {
 }
 
 pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode, CliError> {
-    let messaging = args.peer.start().await?;
+    let builder = args.store.apply(args.peer.builder())?;
+    let messaging = args.peer.start_with(builder).await?;
     let mut events = messaging.events();
     let mut received = 0u64;
     let stdout = std::io::stdout();

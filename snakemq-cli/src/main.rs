@@ -8,6 +8,7 @@ mod bench;
 mod common;
 mod demo;
 mod listen;
+mod queue;
 mod send;
 
 /// Brokerless peer-to-peer messaging, wire-compatible with Python snakeMQ.
@@ -34,6 +35,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// A narrated tour on loopback: two peers, a peer going away and coming back.
     Demo(demo::DemoArgs),
+    /// List the queues of a store (peers, counts, bytes, oldest message), or import
+    /// Python snakeMQ queues into one.
+    Queue(queue::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Queue(args) => queue::run(args),
         }
     });
     match result {

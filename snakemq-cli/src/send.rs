@@ -7,13 +7,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use snakemq::{Event, Message, Messaging, uuid_hex};
 
-use crate::common::{CliError, EXIT_UNDELIVERED, PeerArgs, parse_seconds, with_deadline};
+use crate::common::{
+    CliError, EXIT_UNDELIVERED, PeerArgs, StoreArgs, parse_seconds, with_deadline,
+};
 
 /// Arguments of `snakemq send`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
     peer: PeerArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// The destination peer's identity.
     #[arg(long, value_name = "PEER")]
     to: String,
@@ -21,7 +25,8 @@ pub(crate) struct SendArgs {
     /// the peer is connected": the command then waits for the peer before sending.
     #[arg(long, value_name = "SECONDS|inf", value_parser = parse_ttl)]
     ttl: Option<Ttl>,
-    /// Set the persistent flag on every message.
+    /// Set the persistent flag on every message (with --store, each is committed to the
+    /// store before it counts as sent).
     #[arg(long)]
     persistent: bool,
     /// Raw flags of every message (the persistent bit is added by --persistent).
@@ -43,8 +48,10 @@ pub(crate) struct SendArgs {
     /// Print the id (32 hex digits) of each queued message on stdout, one per line.
     #[arg(long)]
     print_uuids: bool,
-    /// The messages, one per argument.
-    #[arg(value_name = "MESSAGE", required_unless_present = "count")]
+    /// The messages, one per argument. With --store and neither MESSAGEs nor --count, the
+    /// command delivers what the store already holds for PEER and exits once that queue
+    /// is empty.
+    #[arg(value_name = "MESSAGE", required_unless_present_any = ["count", "store"])]
     messages: Vec<String>,
 }
 
@@ -102,9 +109,13 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, CliError> {
     let payloads = args.payloads()?;
     let total = payloads.len();
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
-    let messaging = args.peer.start().await?;
+    let builder = args.store.apply(args.peer.builder())?;
+    let messaging = args.peer.start_with(builder).await?;
     // Subscribed before the first send, so no Delivered event can be missed.
     let mut events = messaging.events();
+    if total == 0 && args.count.is_none() {
+        return drain(&messaging, &mut events, &args, deadline).await;
+    }
     let mut seen_peer = false;
 
     let only_while_connected = matches!(args.ttl, Some(Ttl::Seconds(t)) if t.is_zero());
@@ -167,6 +178,59 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Delivers what the store already holds for `--to` and returns once that queue is empty
+/// (checked at start and after every delivery or drop of one of its messages).
+async fn drain(
+    messaging: &Messaging,
+    events: &mut snakemq::Events,
+    args: &SendArgs,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<ExitCode, CliError> {
+    let queued = messaging.queue_stats(&args.to)?.messages;
+    let mut seen_peer = false;
+    let mut dropped = 0usize;
+    let finished = with_deadline(deadline, async {
+        loop {
+            if messaging.queue_stats(&args.to)?.messages == 0 {
+                return Ok::<bool, CliError>(true);
+            }
+            let Some(event) = events.next().await else {
+                return Ok(false);
+            };
+            match &event {
+                Event::Delivered { to, .. } if **to == *args.to => {}
+                Event::Dropped { to, uuid, reason } if **to == *args.to => {
+                    dropped += 1;
+                    eprintln!("snakemq: message {} dropped: {reason}", uuid_hex(uuid));
+                }
+                Event::Connected { peer, .. } if **peer == *args.to => {
+                    seen_peer = true;
+                    log_event(&event);
+                }
+                _ => log_event(&event),
+            }
+        }
+    })
+    .await;
+    if finished.transpose()? != Some(true) {
+        let left = messaging.queue_stats(&args.to)?.messages;
+        let left = usize::try_from(left).unwrap_or(usize::MAX);
+        let queued = usize::try_from(queued).unwrap_or(usize::MAX);
+        let code = give_up(messaging, args, left, queued, seen_peer).await;
+        return Ok(code);
+    }
+    messaging.shutdown().await;
+    if dropped > 0 {
+        eprintln!(
+            "snakemq: {dropped} of {queued} queued messages to {} were dropped",
+            args.to
+        );
+        return Ok(ExitCode::from(EXIT_UNDELIVERED));
+    }
+    tracing::info!("{queued} queued messages delivered to {}", args.to);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Updates the bookkeeping with one event about our messages.
 fn track(
     event: &Event,
@@ -201,7 +265,8 @@ fn log_event(event: &Event) {
 }
 
 /// Reports the undelivered messages (naming the peer and where it was looked for) and
-/// shuts down; the queued messages are lost with the process.
+/// shuts down; the queued messages are lost with the process unless they are persistent
+/// and in a --store.
 async fn give_up(
     messaging: &Messaging,
     args: &SendArgs,

@@ -28,6 +28,8 @@
 mod batch;
 mod error;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod python_import;
 mod record;
 #[cfg(feature = "rocksdb")]
 mod rocks;
@@ -37,6 +39,8 @@ mod sqlite;
 pub use batch::WriteBatch;
 pub use error::StorageError;
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use python_import::{ImportReport, import_python_queue};
 pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
 #[cfg(all(feature = "rocksdb", not(feature = "sqlite")))]
 pub use rocks::Durability;

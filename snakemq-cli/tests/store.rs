@@ -1,0 +1,409 @@
+//! The `snakemq` binary with a queue store: `--store` on send and listen, `queue`
+//! listing, bad store files, and `queue import-python` with a file Python snakeMQ wrote.
+//!
+//! Every child process is killed when its guard is dropped and every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_snakemq");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running child: killed on drop; stdout collected, stderr read line by line.
+struct Proc {
+    child: Child,
+    stdout: Option<JoinHandle<String>>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Result<Proc, Box<dyn std::error::Error>> {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut out = child.stdout.take().ok_or("no stdout")?;
+        let err = child.stderr.take().ok_or("no stderr")?;
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let (tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Proc {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            stderr_seen: Vec::new(),
+        })
+    }
+
+    /// The rest of the next stderr line that starts with `prefix`, within [`WAIT`].
+    fn stderr_line(&mut self, prefix: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .map_err(|_| format!("no stderr line {prefix:?}; saw {:?}", self.stderr_seen))?;
+            self.stderr_seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Ok(rest.to_owned());
+            }
+        }
+    }
+
+    /// Waits (bounded) for the exit; returns the status, stdout and all of stderr.
+    fn finish(mut self) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{BIN} did not exit within {WAIT:?}").into());
+            }
+            // Polling the exit status: std has no wait with a timeout.
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self
+            .stdout
+            .take()
+            .ok_or("stdout taken")?
+            .join()
+            .map_err(|_| "stdout reader panicked")?;
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
+        while let Ok(line) = self.stderr.recv_timeout(WAIT) {
+            stderr.push(line);
+        }
+        Ok((status, stdout, stderr.join("\n")))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
+    Proc::spawn(args)?.finish()
+}
+
+fn text(path: &Path) -> Result<&str, Box<dyn std::error::Error>> {
+    Ok(path.to_str().ok_or("temp path is not UTF-8")?)
+}
+
+/// `listen --json` for `count` messages as bob on a free port; returns it and its address.
+fn listener(count: &str) -> Result<(Proc, String), Box<dyn std::error::Error>> {
+    let mut listener = Proc::spawn(&[
+        "listen",
+        "--ident",
+        "bob",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--count",
+        count,
+    ])?;
+    let addr = listener.stderr_line("listening on ")?;
+    Ok((listener, addr))
+}
+
+/// The `data` fields of `listen --json` output, in order.
+fn data_of(stdout: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    stdout
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)?;
+            Ok(value
+                .get("data")
+                .and_then(|d| d.as_str())
+                .ok_or("no data")?
+                .to_owned())
+        })
+        .collect()
+}
+
+/// Queue listing as JSON: (peer, messages) pairs.
+fn queued(store: &Path) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
+    let (status, stdout, stderr) = run(&["queue", text(store)?, "--json"])?;
+    if !status.success() {
+        return Err(format!("queue failed: {stderr}").into());
+    }
+    let value: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    let peers = value
+        .get("peers")
+        .and_then(|p| p.as_array())
+        .ok_or("no peers")?;
+    peers
+        .iter()
+        .map(|p| {
+            Ok((
+                p.get("peer")
+                    .and_then(|v| v.as_str())
+                    .ok_or("peer")?
+                    .to_owned(),
+                p.get("messages")
+                    .and_then(|v| v.as_u64())
+                    .ok_or("messages")?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn persistent_messages_wait_in_the_store_until_a_later_send_delivers_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("alice.db");
+    // Nobody listens here: the messages are committed, then the sender gives up.
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        "127.0.0.1:9",
+        "--to",
+        "bob",
+        "--store",
+        text(&store)?,
+        "--persistent",
+        "--timeout",
+        "0.3",
+        "one",
+        "two",
+    ])?;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(queued(&store)?, vec![("bob".to_owned(), 2)]);
+    let (_, table, _) = run(&["queue", text(&store)?])?;
+    assert!(table.contains("bob"), "{table}");
+
+    let (listener, addr) = listener("2")?;
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        &addr,
+        "--to",
+        "bob",
+        "--store",
+        text(&store)?,
+    ])?;
+    assert!(status.success(), "{stderr}");
+    let (status, stdout, stderr) = listener.finish()?;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(data_of(&stdout)?, vec!["one", "two"]);
+    assert_eq!(queued(&store)?, vec![]);
+    Ok(())
+}
+
+#[test]
+fn draining_an_empty_store_exits_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("empty.db");
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        "127.0.0.1:9",
+        "--to",
+        "bob",
+        "--store",
+        text(&store)?,
+    ])?;
+    assert!(status.success(), "{stderr}");
+    let (status, stdout, _) = run(&["queue", text(&store)?])?;
+    assert!(status.success());
+    assert!(stdout.contains("no queued messages"), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn bad_store_files_are_one_line_naming_the_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a_u8; 16384])?;
+    let name = text(&garbage)?;
+    for args in [
+        vec!["queue", name],
+        vec![
+            "send",
+            "--ident",
+            "a",
+            "--connect",
+            "127.0.0.1:9",
+            "--to",
+            "b",
+            "--store",
+            name,
+        ],
+        vec![
+            "listen",
+            "--ident",
+            "b",
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            name,
+        ],
+    ] {
+        let (status, stdout, stderr) = run(&args)?;
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(name), "{args:?}: {stderr}");
+        assert!(stdout.is_empty());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_store_in_use_is_reported_as_such() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("busy.db");
+    let mut listener = Proc::spawn(&[
+        "listen",
+        "--ident",
+        "bob",
+        "--bind",
+        "127.0.0.1:0",
+        "--store",
+        text(&store)?,
+    ])?;
+    listener.stderr_line("listening on ")?;
+    let (status, _, stderr) = run(&["queue", text(&store)?])?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("store is in use by a running process"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn rocksdb_without_the_feature_is_a_clear_error() -> TestResult {
+    if cfg!(feature = "rocksdb") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (status, _, stderr) = run(&[
+        "queue",
+        text(&dir.path().join("r"))?,
+        "--store-backend",
+        "rocksdb",
+    ])?;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("without RocksDB support"), "{stderr}");
+    Ok(())
+}
+
+fn python() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(path) = std::env::var_os("SNAKEMQ_PYTHON") {
+        return Ok(path.into());
+    }
+    let home = std::env::var_os("HOME").ok_or("no HOME")?;
+    let path = PathBuf::from(home).join(".cache/snakemq-venv/bin/python");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err("no Python with snakeMQ 1.6 found; run `cargo xtask python-env`".into())
+    }
+}
+
+/// Python snakeMQ 1.6 queues three persistent messages for bob (and one that has
+/// expired, as Python's garbage collection leaves it) in its own SQLite storage.
+const PY_QUEUE: &str = r#"
+import sys
+from snakemq.message import Message, FLAG_PERSISTENT
+from snakemq.queues import QueuesManager
+from snakemq.storage.sqlite import SqliteQueuesStorage
+
+manager = QueuesManager(SqliteQueuesStorage(sys.argv[1]))
+queue = manager.get_queue("bob")
+for i, ttl in enumerate([None, 600, None]):
+    queue.push(Message(b"py-%d" % i, ttl=ttl, flags=FLAG_PERSISTENT))
+manager.get_queue("carol").push(Message(b"gone", ttl=5, flags=FLAG_PERSISTENT))
+manager.close()
+# What Python's own garbage collection writes when that message's time runs out.
+import sqlite3
+conn = sqlite3.connect(sys.argv[1])
+with conn:
+    conn.execute("UPDATE items SET ttl = 0.0 WHERE queue_name = 'carol'")
+conn.close()
+"#;
+
+#[test]
+fn python_queues_are_imported_and_delivered_in_order() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let py_db = dir.path().join("python.db");
+    let store = dir.path().join("alice.db");
+    let status = Command::new(python()?)
+        .arg("-c")
+        .arg(PY_QUEUE)
+        .arg(&py_db)
+        .stdin(Stdio::null())
+        .status()?;
+    assert!(status.success(), "the Python script failed");
+
+    // A Python file is not a store: refused, untouched.
+    let (status, _, stderr) = run(&["queue", text(&py_db)?])?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+
+    let (status, stdout, stderr) = run(&[
+        "queue",
+        "import-python",
+        text(&py_db)?,
+        "--store",
+        text(&store)?,
+    ])?;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("imported 3 messages"), "{stdout}");
+    assert!(stdout.contains("1 expired"), "{stdout}");
+    assert_eq!(queued(&store)?, vec![("bob".to_owned(), 3)]);
+
+    let (listener, addr) = listener("3")?;
+    let (status, _, stderr) = run(&[
+        "send",
+        "--ident",
+        "alice",
+        "--connect",
+        &addr,
+        "--to",
+        "bob",
+        "--store",
+        text(&store)?,
+    ])?;
+    assert!(status.success(), "{stderr}");
+    let (status, stdout, stderr) = listener.finish()?;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(data_of(&stdout)?, vec!["py-0", "py-1", "py-2"]);
+    for line in stdout.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        let flags = value.get("flags").and_then(|f| f.as_u64()).ok_or("flags")?;
+        assert_eq!(flags & 1, 1, "{line}");
+    }
+    assert_eq!(queued(&store)?, vec![]);
+    Ok(())
+}
