@@ -3,11 +3,13 @@
 //! The scenario is a list of [`Step`]s run in order against one [`Scene`]; later steps
 //! (persistence, RPC) slot into [`STEPS`] without touching the others.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use snakemq::{Event, Events, Messaging};
+use snakemq::storage::{SqliteOptions, SqliteStore};
+use snakemq::{Event, Events, Message, Messaging};
 
 use crate::common::CliError;
 
@@ -35,6 +37,7 @@ enum Step {
     BobLeaves,
     QueueWhileAway,
     BobReturns,
+    SurvivesRestart,
 }
 
 /// The steps, in order.
@@ -45,7 +48,11 @@ const STEPS: &[Step] = &[
     Step::BobLeaves,
     Step::QueueWhileAway,
     Step::BobReturns,
+    Step::SurvivesRestart,
 ];
+
+/// The persistent message of [`Step::SurvivesRestart`].
+const PERSISTED: &str = "kept on disk across a restart";
 
 /// The peers and what the steps hand to each other.
 struct Scene {
@@ -95,10 +102,12 @@ pub(crate) async fn run(_args: DemoArgs) -> Result<ExitCode, CliError> {
     scene.alice.shutdown().await;
     println!(
         "done in {:.2} s: {} messages delivered ({} alice -> bob, {} bob -> alice), \
-         {} dropped, order kept across bob's absence",
+         {} dropped, order kept across bob's absence, a persistent message kept across a \
+         restart",
         started.elapsed().as_secs_f64(),
         scene.delivered,
-        alice_stats.delivered,
+        // The restarted alice's message counts too.
+        scene.delivered.saturating_sub(alice_stats.received),
         alice_stats.received,
         alice_stats.dropped,
     );
@@ -172,7 +181,93 @@ async fn run_step(step: Step, scene: &mut Scene) -> Result<(), CliError> {
                 stats.messages
             );
         }
+        Step::SurvivesRestart => survives_restart(scene).await?,
     }
+    Ok(())
+}
+
+/// A temporary directory, removed with everything in it when dropped (also when a step
+/// fails), so the demo leaves nothing behind.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir, CliError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("snakemq-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh alice with her queues in the SQLite store at `path`, listening on a free port.
+async fn alice_with_store(path: &Path) -> Result<(Messaging, String), CliError> {
+    let store = SqliteStore::open(path, SqliteOptions::default())?;
+    let alice = Messaging::builder("alice")
+        .listen("127.0.0.1:0")
+        .store(store)
+        .start()
+        .await?;
+    let addr = alice
+        .local_endpoints()
+        .first()
+        .map(|e| e.to_string())
+        .ok_or("alice has no listener")?;
+    Ok((alice, addr))
+}
+
+/// bob leaves; an alice with a store queues a persistent message for him, restarts from
+/// the same file, and bob, connecting to the new alice, gets it.
+async fn survives_restart(scene: &mut Scene) -> Result<(), CliError> {
+    if let Some((bob, _)) = scene.bob.take() {
+        bob.shutdown().await;
+    }
+    let dir = TempDir::new()?;
+    let path = dir.path().join("alice.db");
+    let (alice, _) = alice_with_store(&path).await?;
+    alice
+        .send("bob", Message::new(PERSISTED).persistent())
+        .await?;
+    println!(
+        "bob is away again; alice, now with a SQLite store ({}), sends a persistent \
+         message: it is on disk before send returns",
+        path.display()
+    );
+    alice.shutdown().await;
+    drop(alice);
+
+    let (alice, addr) = alice_with_store(&path).await?;
+    let mut alice_events = alice.events();
+    let waiting = alice.queue_stats("bob")?.messages;
+    println!("      alice restarts from the same file: {waiting} message waiting for bob");
+    let bob = Messaging::builder("bob").connect(&addr).start().await?;
+    let mut bob_events = bob.events();
+    let data = receive(&mut bob_events).await?;
+    if data != PERSISTED.as_bytes() {
+        return Err(format!("bob got {} instead of {PERSISTED:?}", show(&data)).into());
+    }
+    println!(
+        "      bob connects to the new alice and receives {}",
+        show(&data)
+    );
+    wait_delivered(&mut alice_events, 1).await?;
+    scene.delivered += 1;
+    let left = alice.queue_stats("bob")?.messages;
+    println!("      acknowledged: deleted from the store ({left} left)");
+    bob.shutdown().await;
+    alice.shutdown().await;
     Ok(())
 }
 

@@ -312,6 +312,12 @@ fn demo_runs_by_itself() -> TestResult {
         stdout.contains("bob receives \"while you were away #3\""),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "bob connects to the new alice and receives \"kept on disk across a restart\""
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("done in"), "{stdout}");
     Ok(())
 }
