@@ -240,6 +240,12 @@ pub(crate) fn store_error(path: &Path, error: &StorageError) -> CliError {
         StorageError::Locked { .. } => {
             format!("{}: store is in use by a running process", path.display()).into()
         }
+        StorageError::Foreign { reason, .. } if reason.contains("Python") => format!(
+            "{error} (copy its messages into a store with `snakemq queue import-python {} \
+             --store NEW_PATH`)",
+            path.display()
+        )
+        .into(),
         // These name the file already.
         StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Foreign { .. } => {
             error.to_string().into()

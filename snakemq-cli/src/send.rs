@@ -287,6 +287,14 @@ async fn give_up(
             line.push_str(&format!(" (waited on {})", args.peer.bind.join(", ")));
         }
     }
+    if let Some(store) = &args.store.store {
+        if args.persistent || (args.messages.is_empty() && args.count.is_none()) {
+            line.push_str(&format!(
+                "; the persistent ones stay queued in {}",
+                store.display()
+            ));
+        }
+    }
     eprintln!("{line}");
     messaging.shutdown().await;
     ExitCode::from(EXIT_UNDELIVERED)

@@ -194,6 +194,7 @@ fn persistent_messages_wait_in_the_store_until_a_later_send_delivers_them() -> T
         "two",
     ])?;
     assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stay queued in"), "{stderr}");
     assert_eq!(queued(&store)?, vec![("bob".to_owned(), 2)]);
     let (_, table, _) = run(&["queue", text(&store)?])?;
     assert!(table.contains("bob"), "{table}");
@@ -370,6 +371,8 @@ fn python_queues_are_imported_and_delivered_in_order() -> TestResult {
     // A Python file is not a store: refused, untouched.
     let (status, _, stderr) = run(&["queue", text(&py_db)?])?;
     assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("queue import-python"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     let (status, stdout, stderr) = run(&[
         "queue",
