@@ -30,10 +30,11 @@ pub(crate) struct Args {
     seed: u64,
     max_delay_ms: u64,
     timeout: Duration,
+    durability: String,
 }
 
 const USAGE: &str = "usage: crash [--messages N] [--kills K] [--seed S] [--max-delay-ms MS] \
-                     [--timeout SECONDS]";
+                     [--timeout SECONDS] [--durability normal|full]";
 
 pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
     let mut args = Args {
@@ -42,6 +43,9 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
         seed: 1,
         max_delay_ms: 300,
         timeout: Duration::from_secs(1800),
+        // A SIGKILL is a process crash, which `normal` survives; `full` adds an fsync per
+        // commit that only a power loss needs.
+        durability: "normal".into(),
     };
     let mut iter = rest.iter();
     while let Some(arg) = iter.next() {
@@ -59,6 +63,9 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
             "--seed" => args.seed = value("--seed")?,
             "--max-delay-ms" => args.max_delay_ms = value("--max-delay-ms")?,
             "--timeout" => args.timeout = Duration::from_secs(value("--timeout")?),
+            "--durability" => {
+                args.durability = iter.next().ok_or("--durability needs a value")?.clone();
+            }
             other => return Err(format!("unknown argument `{other}` ({USAGE})")),
         }
     }
@@ -85,6 +92,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         seed: args.seed,
         max_delay: Duration::from_millis(args.max_delay_ms),
         timeout: args.timeout,
+        durability: args.durability,
     };
     let report = harness(&config)?;
     println!("{}", report.table());
@@ -101,8 +109,10 @@ struct Config {
     kills: u32,
     seed: u64,
     max_delay: Duration,
-    /// Bound on the whole delivery phase.
+    /// Bound on the whole run.
     timeout: Duration,
+    /// `--durability` of both stores.
+    durability: String,
 }
 
 /// What a run saw.
@@ -226,6 +236,7 @@ fn spawn_receiver(config: &Config, paths: &Paths, addr: &str) -> Result<Receiver
             "listen", "--ident", "bob", "--bind", addr, "--json", "--store",
         ])
         .arg(&paths.receiver_store)
+        .args(["--durability", &config.durability])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -272,7 +283,8 @@ fn spawn_sender(config: &Config, paths: &Paths, addr: &str, queue: bool) -> Resu
             "bob",
             "--store",
         ])
-        .arg(&paths.sender_store);
+        .arg(&paths.sender_store)
+        .args(["--durability", &config.durability]);
     if queue {
         command.args(["--persistent", "--count", &config.messages.to_string()]);
         command.args(["--size", "16", "--timeout", "1"]);
