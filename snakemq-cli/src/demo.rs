@@ -304,12 +304,15 @@ async fn next<T>(
     Err("messaging stopped".into())
 }
 
+/// The next received message; the demo is done with it at once, so it is acknowledged.
 async fn receive(events: &mut Events) -> Result<Bytes, CliError> {
-    next(events, |e| match e {
+    let data = next(events, |e| match e {
         Event::Received { message, .. } => Some(message.data.clone()),
         _ => None,
     })
-    .await
+    .await?;
+    events.confirm();
+    Ok(data)
 }
 
 async fn wait_delivered(events: &mut Events, n: usize) -> Result<(), CliError> {

@@ -56,8 +56,11 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode, CliError> {
             _ => tracing::debug!("{event}"),
         }
     }
-    // Shutdown flushes the connections, so the acknowledgements of the last messages
-    // reach their senders before the process exits.
+    // Every printed message is done with: acknowledge them, and shut down, which flushes
+    // the connections so the acknowledgements reach their senders before the process
+    // exits. Messages taken from the queue but not printed stay unacknowledged and are
+    // sent again to the next listener.
+    events.confirm();
     messaging.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

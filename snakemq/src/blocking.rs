@@ -127,6 +127,12 @@ impl std::fmt::Debug for Events {
 }
 
 impl Events {
+    /// Acknowledges every received message handed out so far; see
+    /// [`crate::Events::confirm`].
+    pub fn confirm(&mut self) {
+        self.inner.confirm();
+    }
+
     /// The next event, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
         let runtime = self.runtime.get().ok()?;

@@ -326,12 +326,15 @@ async fn wait_policy_blocks_a_send_until_the_peer_drains_the_queue() -> TestResu
 
         let bob = Messaging::builder("bob").connect(&addr).start().await?;
         let mut bob_events = bob.events();
+        for payload in &payloads[..2] {
+            assert_eq!(next_received(&mut bob_events).await?, *payload, "{name}");
+        }
+        // bob is done with them: their acknowledgements make room in alice's queue.
+        bob_events.confirm();
         tokio::time::timeout(BOUND, blocked)
             .await
             .map_err(|_| format!("{name}: send still blocked after the peer drained"))???;
-        for payload in payloads {
-            assert_eq!(next_received(&mut bob_events).await?, payload, "{name}");
-        }
+        assert_eq!(next_received(&mut bob_events).await?, payloads[2], "{name}");
         bob.shutdown().await;
         alice.shutdown().await;
     }
@@ -388,6 +391,7 @@ async fn unacknowledged_messages_are_resent_in_order_after_a_reconnect() -> Test
     for i in 5..=10 {
         assert_eq!(next_received(&mut peer_events).await?, format!("m{i}"));
     }
+    peer_events.confirm();
     for expected in rest {
         let uuid = next_delivered(&mut server.events).await?;
         assert_eq!(uuid, *expected);
@@ -409,13 +413,15 @@ async fn duplicates_are_delivered_once_and_every_copy_is_acknowledged() -> TestR
     let mut twice = message_frame(dup, "once");
     twice.extend(message_frame(dup, "once"));
     wire.write(&twice).await?;
-    assert_eq!(wire.acks(2).await?, vec![dup, dup]);
     let first = wait_for(&mut server.events, "Received", |e| match e {
         Event::Received { from, message } => Some((from, message)),
         _ => None,
     })
     .await?;
     assert_eq!((&*first.0, first.1.uuid), ("dup", dup));
+    // The second copy is acknowledged at once; the first once the application is done.
+    server.events.confirm();
+    assert_eq!(wire.acks(2).await?, vec![dup, dup]);
     hang_up(wire.stream).await?;
     wait_for(&mut server.events, "Disconnected", |e| {
         matches!(e, Event::Disconnected { .. }).then_some(())
@@ -428,9 +434,15 @@ async fn duplicates_are_delivered_once_and_every_copy_is_acknowledged() -> TestR
     let mut again = message_frame(dup, "once");
     again.extend(message_frame(fresh, "new"));
     wire.write(&again).await?;
-    assert_eq!(wire.acks(2).await?, vec![dup, fresh]);
-    // Received events go out before the ACK is written, so they are all queued by now.
     let mut received = Vec::new();
+    let new = wait_for(&mut server.events, "Received", |e| match e {
+        Event::Received { message, .. } => Some(message.uuid),
+        _ => None,
+    })
+    .await?;
+    received.push(new);
+    server.events.confirm();
+    assert_eq!(wire.acks(2).await?, vec![dup, fresh]);
     while let Some(event) = server.events.try_next() {
         if let Event::Received { message, .. } = event {
             received.push(message.uuid);
@@ -699,6 +711,8 @@ fn blocking_api_sends_and_receives_from_plain_threads() -> TestResult {
     }
     let expected: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("b{i}"))).collect();
     assert_eq!(got, expected);
+    // Done with them: acknowledged now, so alice sees them delivered.
+    bob_events.confirm();
     bob.send("alice", "done")?;
     let delivered = sender.join().map_err(|_| "sender thread panicked")??;
     assert_eq!(delivered, 20);

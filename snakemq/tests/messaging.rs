@@ -66,6 +66,8 @@ async fn messages_flow_both_ways_with_acks() -> TestResult {
     assert_eq!(message.flags, 5);
     assert_eq!(message.data, Bytes::from_static(b"hello"));
     assert!(matches!(message.ttl, Some(599 | 600)), "{:?}", message.ttl);
+    // bob is done with it: the acknowledgement goes out now.
+    bob_events.confirm();
 
     let delivered = next_matching(&mut alice_events, |e| match e {
         Event::Delivered { to, uuid } => Some((to, uuid)),
@@ -131,6 +133,7 @@ async fn peer_restart_gets_the_rest_of_the_queue() -> TestResult {
         matches!(e, Event::Received { .. }).then_some(())
     })
     .await?;
+    bob_events.confirm();
     bob.shutdown().await;
     next_matching(&mut alice_events, |e| {
         matches!(e, Event::Disconnected { .. }).then_some(())
@@ -258,5 +261,52 @@ async fn large_messages_interleaved_with_acks_keep_the_stream_intact() -> TestRe
     }
     a.shutdown().await;
     b.shutdown().await;
+    Ok(())
+}
+
+/// A receiver that stops before it is done with a message (never asks for the next event,
+/// never confirms) has not acknowledged it: the sender delivers it again to the next
+/// instance instead of losing it.
+#[tokio::test]
+async fn messages_the_application_did_not_finish_are_delivered_again() -> TestResult {
+    let addr = format!("memory:{}", unique("unfinished"));
+    let alice = Messaging::builder("alice").connect(&addr).start().await?;
+    let mut alice_events = alice.events();
+    let bob = Messaging::builder("bob").listen(&addr).start().await?;
+    let mut bob_events = bob.events();
+    alice.send("bob", "important").await?;
+    let got = next_matching(&mut bob_events, |e| match e {
+        Event::Received { message, .. } => Some(message.data),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(got, Bytes::from_static(b"important"));
+    // bob stops before he is done with it.
+    bob.shutdown().await;
+    next_matching(&mut alice_events, |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        alice.queue_stats("bob")?.messages,
+        1,
+        "not acknowledged, still queued"
+    );
+
+    let bob = Messaging::builder("bob").listen(&addr).start().await?;
+    let mut bob_events = bob.events();
+    let again = next_matching(&mut bob_events, |e| match e {
+        Event::Received { message, .. } => Some(message.data),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(again, Bytes::from_static(b"important"));
+    bob_events.confirm();
+    next_matching(&mut alice_events, |e| {
+        matches!(e, Event::Delivered { .. }).then_some(())
+    })
+    .await?;
+    alice.shutdown().await;
+    bob.shutdown().await;
     Ok(())
 }

@@ -171,6 +171,7 @@ async fn persistent_messages_survive_a_sender_restart_in_order() -> TestResult {
     for i in 0..5 {
         assert_eq!(received(&mut events).await?, Bytes::from(format!("p{i}")));
     }
+    events.confirm();
     bob.shutdown().await;
     alice.shutdown().await;
     assert_eq!(
@@ -252,6 +253,7 @@ async fn a_restarted_receiver_still_suppresses_duplicates() -> TestResult {
     let id = [42u8; 16];
     alice.send("bob", Message::new("once").uuid(id)).await?;
     assert_eq!(received(&mut events).await?, Bytes::from("once"));
+    events.confirm();
     bob.shutdown().await;
     drop(bob);
 
@@ -267,6 +269,7 @@ async fn a_restarted_receiver_still_suppresses_duplicates() -> TestResult {
     assert_eq!(received(&mut events).await?, Bytes::from("twice"));
     assert_eq!(bob.stats().duplicates, 1);
     alice.shutdown().await;
+    events.confirm();
     bob.shutdown().await;
     Ok(())
 }
@@ -327,6 +330,7 @@ async fn a_long_durable_queue_is_paged_in_and_stays_in_order() -> TestResult {
             Bytes::from(format!("new{i}b"))
         );
     }
+    events.confirm();
     bob.shutdown().await;
     alice.shutdown().await;
     assert_eq!(store.messages("bob"), 0);

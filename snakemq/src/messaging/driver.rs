@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::event::{DropReason, Event};
 use super::message::ReceivedMessage;
-use super::state::{DedupWindow, InFlight, PeerLink, Shared, is_persistent};
+use super::state::{DedupWindow, EventBatch, InFlight, PeerLink, Receipt, Shared, is_persistent};
 use crate::Error;
 use crate::proto::{self, ConnectionConfig, MessageFrame, TTL_INFINITE, Uuid};
 
@@ -46,6 +46,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         .acks(settings.acks)
         .keepalive(settings.keepalive)
         .handshake_timeout(settings.handshake_timeout);
+    let (confirmed_tx, confirmed_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut driver = Driver {
         proto: proto::Connection::new(config, now()),
         shared: shared.clone(),
@@ -58,9 +59,10 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         chunks: Vec::new(),
         delivered_on_write: Vec::new(),
         hold_until: None,
+        confirmed_tx,
     };
     async move {
-        let outcome = driver.run(reader).await;
+        let outcome = driver.run(reader, confirmed_rx).await;
         driver.finish(outcome).await;
     }
     .instrument(span)
@@ -95,10 +97,16 @@ struct Driver {
     delivered_on_write: Vec<Uuid>,
     /// No messages go out before this instant (see [`LEGACY_FIRST_SEND_DELAY`]).
     hold_until: Option<Instant>,
+    /// Receipts of the application send the ids it is done with here.
+    confirmed_tx: tokio::sync::mpsc::UnboundedSender<Vec<Uuid>>,
 }
 
 impl Driver {
-    async fn run(&mut self, mut reader: PacketReader) -> Result<Ended, Error> {
+    async fn run(
+        &mut self,
+        mut reader: PacketReader,
+        mut confirmed: tokio::sync::mpsc::UnboundedReceiver<Vec<Uuid>>,
+    ) -> Result<Ended, Error> {
         let shared = self.shared.clone();
         self.flush().await?;
         loop {
@@ -112,7 +120,14 @@ impl Driver {
             let wake = self.wake.clone();
             tokio::select! {
                 biased;
-                _ = shared.shutdown.cancelled() => return Ok(Ended::Shutdown),
+                _ = shared.shutdown.cancelled() => {
+                    // What the application finished before the shutdown is acknowledged
+                    // (the acks go out with the final flush).
+                    while let Ok(ids) = confirmed.try_recv() {
+                        self.confirmed(ids).await;
+                    }
+                    return Ok(Ended::Shutdown);
+                }
                 packet = reader.next() => {
                     let Some(packet) = packet? else {
                         return Ok(Ended::PeerClosed);
@@ -133,6 +148,12 @@ impl Driver {
                     }
                 }
                 _ = wake.notified(), if self.peer.is_some() => {}
+                Some(ids) = confirmed.recv() => {
+                    self.confirmed(ids).await;
+                    while let Ok(more) = confirmed.try_recv() {
+                        self.confirmed(more).await;
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.proto.handle_timeout(now());
                     if self.hold_until.is_some_and(|t| t <= Instant::now()) {
@@ -278,24 +299,47 @@ impl Driver {
                 _ => None,
             })
             .collect();
+        // Duplicates were handed over before: acknowledge them now. Fresh ones are
+        // acknowledged when the application is done with them (the batch's receipt).
+        if self.acks {
+            let mut fresh_set = fresh_ids.iter().peekable();
+            for uuid in &ids {
+                if fresh_set.peek() == Some(&uuid) {
+                    fresh_set.next();
+                } else {
+                    self.proto.ack(*uuid);
+                }
+            }
+        }
         // Counted before the hand-over, so the application never sees a message that the
         // counters do not include yet.
         counters.received.fetch_add(fresh, Ordering::Relaxed);
         counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        // Waits when the application is behind: backpressure reaches the sender through
-        // withheld acks and TCP flow control. Acks only once the batch is handed over.
-        if !events.is_empty() && !self.shared.emit(events).await {
+        if events.is_empty() {
             return;
         }
+        let receipt = self.acks.then(|| Receipt {
+            ids: fresh_ids,
+            to: self.confirmed_tx.clone(),
+        });
+        // Waits when the application is behind: backpressure reaches the sender through
+        // withheld acks and TCP flow control.
+        self.shared.emit(EventBatch { events, receipt }).await;
+    }
+
+    /// The application is done with these received messages: remember them in the
+    /// durable store (if any) and acknowledge them.
+    async fn confirmed(&mut self, ids: Vec<Uuid>) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
         // With a durable store the ids are committed before they are acknowledged, so a
         // restarted receiver still recognises a re-sent message.
-        if let Some(persister) = self.shared.persister.as_ref().filter(|_| self.acks) {
-            if !fresh_ids.is_empty() {
-                let commit = persister.received(peer.clone(), fresh_ids);
-                if let Err(error) = super::persist::committed(commit).await {
-                    tracing::error!(%error, "received ids not committed; not acknowledging");
-                    return;
-                }
+        if let Some(persister) = &self.shared.persister {
+            let commit = persister.received(peer, ids.clone());
+            if let Err(error) = super::persist::committed(commit).await {
+                tracing::error!(%error, "received ids not committed; not acknowledging");
+                return;
             }
         }
         for uuid in ids {

@@ -34,7 +34,7 @@ pub use message::{FLAG_PERSISTENT, Message, ReceivedMessage, uuid_hex};
 use self::clock::Clock;
 use self::config::validate_destination;
 use self::persist::Persister;
-use self::state::{Counters, Shared, State, is_persistent};
+use self::state::{Counters, EventBatch, Receipt, Shared, State, is_persistent};
 use crate::Error;
 use crate::proto::{MESSAGE_HEADER_LEN, Uuid};
 
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Messaging {
 struct Handle {
     shared: Arc<Shared>,
     link: Link,
-    events_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<Event>>>>,
+    events_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<EventBatch>>>,
     stopped: CancellationToken,
     listeners: Mutex<Vec<(ListenerId, Endpoint)>>,
 }
@@ -379,6 +379,7 @@ impl Messaging {
             rx: self.inner.events_rx.clone(),
             stopped: self.inner.stopped.clone(),
             ready: VecDeque::new(),
+            receipt: None,
         }
     }
 
@@ -505,11 +506,20 @@ pub(crate) fn random_uuid() -> Uuid {
 ///
 /// Events arrive in batches; each handle keeps the rest of the batch it took, so reading
 /// costs one channel operation per batch. Clones share the queue but not the batch.
+///
+/// **Acknowledgements follow the application.** A received message is acknowledged to its
+/// (Rust) sender once the application is done with it: when it asks for the next event
+/// after the last message of a batch, or calls [`Events::confirm`]. A receiver that dies
+/// with messages still queued here, or in the middle of handling one, gets them again from
+/// the sender instead of losing them (at-least-once; duplicates of what it had finished
+/// are suppressed).
 #[derive(Debug)]
 pub struct Events {
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<Event>>>>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<EventBatch>>>,
     stopped: CancellationToken,
     ready: VecDeque<Event>,
+    /// The current batch's receipt and how many of its messages were handed out.
+    receipt: Option<(Receipt, usize)>,
 }
 
 impl Clone for Events {
@@ -518,35 +528,66 @@ impl Clone for Events {
             rx: self.rx.clone(),
             stopped: self.stopped.clone(),
             ready: VecDeque::new(),
+            receipt: None,
         }
     }
 }
 
 impl Events {
     /// The next event; `None` once messaging has shut down and every event was taken.
+    ///
+    /// Asking for the next event tells messaging that the application is done with the
+    /// messages it took before (see the type's documentation).
     pub async fn next(&mut self) -> Option<Event> {
-        if let Some(event) = self.ready.pop_front() {
-            return Some(event);
+        if self.ready.is_empty() {
+            self.confirm();
+            let batch = {
+                let mut rx = self.rx.lock().await;
+                tokio::select! {
+                    biased;
+                    batch = rx.recv() => batch,
+                    _ = self.stopped.cancelled() => rx.try_recv().ok(),
+                }
+            };
+            self.take(batch?);
         }
-        let batch = {
-            let mut rx = self.rx.lock().await;
-            tokio::select! {
-                biased;
-                batch = rx.recv() => batch,
-                _ = self.stopped.cancelled() => rx.try_recv().ok(),
-            }
-        };
-        self.ready.extend(batch?);
-        self.ready.pop_front()
+        self.pop()
     }
 
     /// An event that is ready now, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        if let Some(event) = self.ready.pop_front() {
-            return Some(event);
+        if self.ready.is_empty() {
+            self.confirm();
+            let batch = self.rx.try_lock().ok()?.try_recv().ok()?;
+            self.take(batch);
         }
-        let batch = self.rx.try_lock().ok()?.try_recv().ok()?;
-        self.ready.extend(batch);
-        self.ready.pop_front()
+        self.pop()
+    }
+
+    /// Acknowledges every received message handed out so far: the application is done
+    /// with them. Call it before stopping to read events (for example before a shutdown
+    /// after the last message wanted); messages not handed out yet stay unacknowledged and
+    /// will be sent again.
+    pub fn confirm(&mut self) {
+        if let Some((receipt, handed)) = &mut self.receipt {
+            receipt.confirm(*handed);
+            *handed = 0;
+        }
+        if self.ready.is_empty() {
+            self.receipt = None;
+        }
+    }
+
+    fn take(&mut self, batch: EventBatch) {
+        self.ready.extend(batch.events);
+        self.receipt = batch.receipt.map(|r| (r, 0));
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let event = self.ready.pop_front()?;
+        if let (Event::Received { .. }, Some((_, handed))) = (&event, &mut self.receipt) {
+            *handed += 1;
+        }
+        Some(event)
     }
 }

@@ -33,6 +33,38 @@ pub(crate) struct PeerLink {
     pub(crate) in_flight_bytes: usize,
 }
 
+/// Events queued for the application together.
+#[derive(Debug)]
+pub(crate) struct EventBatch {
+    pub(crate) events: Vec<Event>,
+    /// For received messages: what to acknowledge once the application is done with them.
+    pub(crate) receipt: Option<Receipt>,
+}
+
+/// The ids of received messages in a batch, and the way back to their connection.
+///
+/// A message is acknowledged only once the application has taken it *and asked for the
+/// next event* (or confirmed explicitly): a receiver killed while messages wait in its event
+/// queue, or while it handles one, gets them again instead of losing them.
+#[derive(Debug)]
+pub(crate) struct Receipt {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) to: mpsc::UnboundedSender<Vec<Uuid>>,
+}
+
+impl Receipt {
+    /// Acknowledges the first `count` ids (those the application has finished with).
+    pub(crate) fn confirm(&mut self, count: usize) {
+        let count = count.min(self.ids.len());
+        if count > 0 {
+            let ids: Vec<Uuid> = self.ids.drain(..count).collect();
+            // The connection may be gone: then the sender re-sends and we suppress the
+            // duplicate.
+            let _ = self.to.send(ids);
+        }
+    }
+}
+
 /// A message sent and not yet acknowledged.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InFlight {
@@ -170,7 +202,7 @@ pub(crate) struct Shared {
     pub(crate) sweep_armed: std::sync::atomic::AtomicU64,
     /// Events travel in batches (one per turn of a driver), so the channel costs one
     /// operation per batch, not per message.
-    pub(crate) events_tx: mpsc::Sender<Vec<Event>>,
+    pub(crate) events_tx: mpsc::Sender<EventBatch>,
     /// Cancelled when messaging shuts down: every task and every waiting send stops.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
     /// Connection drivers and background tasks, awaited on shutdown.
@@ -219,13 +251,17 @@ impl Shared {
     /// Reports several events, in order, as one batch.
     pub(crate) async fn report_all(&self, events: Vec<Event>) {
         if !events.is_empty() && self.subscribed.load(Ordering::Acquire) {
-            self.emit(events).await;
+            self.emit(EventBatch {
+                events,
+                receipt: None,
+            })
+            .await;
         }
     }
 
     /// Queues a batch of events for the application, waiting for room unless messaging is
     /// shutting down. Returns false when the batch could not be queued.
-    pub(crate) async fn emit(&self, events: Vec<Event>) -> bool {
+    pub(crate) async fn emit(&self, events: EventBatch) -> bool {
         match self.events_tx.try_send(events) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
