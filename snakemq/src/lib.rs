@@ -41,9 +41,10 @@
 //! - **Bounded queues**: per-peer limits in messages and bytes ([`QueueLimits`]) with a
 //!   [`QueuePolicy`]: wait (default), error, or drop the oldest (reported).
 //! - **With a Rust peer: at-least-once.** Both sides announce acknowledgements in a
-//!   CAPABILITIES frame. The receiver acknowledges a message once it has been handed to the
-//!   application (queued as [`Event::Received`]); the sender removes it from its queue only
-//!   then, and re-sends unacknowledged messages after a reconnect, in order. The receiver
+//!   CAPABILITIES frame. The receiver acknowledges a message once the application is done
+//!   with it: it took the [`Event::Received`] and asked for the next event, or called
+//!   [`Events::confirm`]. The sender removes it from its queue only then, and re-sends
+//!   unacknowledged messages after a reconnect, in order. The receiver
 //!   suppresses duplicates by message id within a bounded window. Acks are batched; many
 //!   messages are in flight at once.
 //! - **With a Python peer: Python's at-most-once.** Python has no acks: a message counts as
