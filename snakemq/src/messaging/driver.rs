@@ -299,15 +299,20 @@ impl Driver {
                 _ => None,
             })
             .collect();
-        // Duplicates were handed over before: acknowledge them now. Fresh ones are
-        // acknowledged when the application is done with them (the batch's receipt).
+        // A duplicate's first copy was handed over earlier, but the application may not be
+        // done with it yet (it can still wait in the event queue): the duplicate is
+        // acknowledged when the application reaches this batch, which means it finished
+        // every earlier one. Fresh messages are acknowledged when it is done with them.
+        let mut duplicate_ids = Vec::new();
         if self.acks {
             let mut fresh_set = fresh_ids.iter().peekable();
             for uuid in &ids {
                 if fresh_set.peek() == Some(&uuid) {
                     fresh_set.next();
-                } else {
-                    self.proto.ack(*uuid);
+                } else if !fresh_ids.contains(uuid) {
+                    // (A copy of a message in this same batch needs no ack of its own:
+                    // the first copy's ack, sent when the application is done, covers it.)
+                    duplicate_ids.push(*uuid);
                 }
             }
         }
@@ -315,11 +320,12 @@ impl Driver {
         // counters do not include yet.
         counters.received.fetch_add(fresh, Ordering::Relaxed);
         counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-        if events.is_empty() {
+        if events.is_empty() && duplicate_ids.is_empty() {
             return;
         }
         let receipt = self.acks.then(|| Receipt {
             ids: fresh_ids,
+            on_reach: duplicate_ids,
             to: self.confirmed_tx.clone(),
         });
         // Waits when the application is behind: backpressure reaches the sender through

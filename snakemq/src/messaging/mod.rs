@@ -539,7 +539,8 @@ impl Events {
     /// Asking for the next event tells messaging that the application is done with the
     /// messages it took before (see the type's documentation).
     pub async fn next(&mut self) -> Option<Event> {
-        if self.ready.is_empty() {
+        // A batch may carry only acknowledgements of duplicates and no event: keep going.
+        while self.ready.is_empty() {
             self.confirm();
             let batch = {
                 let mut rx = self.rx.lock().await;
@@ -556,7 +557,7 @@ impl Events {
 
     /// An event that is ready now, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        if self.ready.is_empty() {
+        while self.ready.is_empty() {
             self.confirm();
             let batch = self.rx.try_lock().ok()?.try_recv().ok()?;
             self.take(batch);
@@ -580,7 +581,10 @@ impl Events {
 
     fn take(&mut self, batch: EventBatch) {
         self.ready.extend(batch.events);
-        self.receipt = batch.receipt.map(|r| (r, 0));
+        self.receipt = batch.receipt.map(|mut receipt| {
+            receipt.reached();
+            (receipt, 0)
+        });
     }
 
     fn pop(&mut self) -> Option<Event> {

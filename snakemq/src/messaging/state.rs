@@ -48,11 +48,21 @@ pub(crate) struct EventBatch {
 /// queue, or while it handles one, gets them again instead of losing them.
 #[derive(Debug)]
 pub(crate) struct Receipt {
+    /// The batch's received messages, acknowledged as the application finishes them.
     pub(crate) ids: Vec<Uuid>,
+    /// Duplicates, acknowledged once the application reaches the batch.
+    pub(crate) on_reach: Vec<Uuid>,
     pub(crate) to: mpsc::UnboundedSender<Vec<Uuid>>,
 }
 
 impl Receipt {
+    /// The application has finished every earlier batch.
+    pub(crate) fn reached(&mut self) {
+        if !self.on_reach.is_empty() {
+            let _ = self.to.send(std::mem::take(&mut self.on_reach));
+        }
+    }
+
     /// Acknowledges the first `count` ids (those the application has finished with).
     pub(crate) fn confirm(&mut self, count: usize) {
         let count = count.min(self.ids.len());
