@@ -36,6 +36,9 @@ async fn main() -> Result<(), snakemq::Error> {
             if let Event::Received { from, message } = event {
                 println!("bob got {:?} from {from}", message.data());
                 bob.send(&from, "hi alice").await?;
+                // Done with it: acknowledged now (otherwise when bob asks for his next
+                // event), so alice sees it delivered.
+                bob_events.confirm();
                 break;
             }
         }
