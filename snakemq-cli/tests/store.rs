@@ -3,112 +3,15 @@
 //!
 //! Every child process is killed when its guard is dropped and every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const BIN: &str = env!("CARGO_BIN_EXE_snakemq");
-const WAIT: Duration = Duration::from_secs(30);
+#[path = "common/proc.rs"]
+mod proc;
 
-/// A running child: killed on drop; stdout collected, stderr read line by line.
-struct Proc {
-    child: Child,
-    stdout: Option<JoinHandle<String>>,
-    stderr: mpsc::Receiver<String>,
-    stderr_seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Result<Proc, Box<dyn std::error::Error>> {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut out = child.stdout.take().ok_or("no stdout")?;
-        let err = child.stderr.take().ok_or("no stderr")?;
-        let stdout = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
-        });
-        let (tx, stderr) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Proc {
-            child,
-            stdout: Some(stdout),
-            stderr,
-            stderr_seen: Vec::new(),
-        })
-    }
-
-    /// The rest of the next stderr line that starts with `prefix`, within [`WAIT`].
-    fn stderr_line(&mut self, prefix: &str) -> Result<String, Box<dyn std::error::Error>> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .map_err(|_| format!("no stderr line {prefix:?}; saw {:?}", self.stderr_seen))?;
-            self.stderr_seen.push(line.clone());
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return Ok(rest.to_owned());
-            }
-        }
-    }
-
-    /// Waits (bounded) for the exit; returns the status, stdout and all of stderr.
-    fn finish(mut self) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{BIN} did not exit within {WAIT:?}").into());
-            }
-            // Polling the exit status: std has no wait with a timeout.
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = self
-            .stdout
-            .take()
-            .ok_or("stdout taken")?
-            .join()
-            .map_err(|_| "stdout reader panicked")?;
-        let mut stderr = std::mem::take(&mut self.stderr_seen);
-        while let Ok(line) = self.stderr.recv_timeout(WAIT) {
-            stderr.push(line);
-        }
-        Ok((status, stdout, stderr.join("\n")))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(args: &[&str]) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
-    Proc::spawn(args)?.finish()
-}
+use proc::{Proc, run};
 
 fn text(path: &Path) -> Result<&str, Box<dyn std::error::Error>> {
     Ok(path.to_str().ok_or("temp path is not UTF-8")?)
