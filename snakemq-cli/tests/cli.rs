@@ -13,7 +13,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 #[path = "common/proc.rs"]
 mod proc;
 
-use proc::{Proc, WAIT, run};
+use proc::{Proc, WAIT, listener, run};
 
 fn is_uuid(text: &str) -> bool {
     text.len() == 32
@@ -24,17 +24,7 @@ fn is_uuid(text: &str) -> bool {
 
 #[test]
 fn listen_json_prints_exactly_what_send_sent() -> TestResult {
-    let mut listener = Proc::spawn(&[
-        "listen",
-        "--ident",
-        "bob",
-        "--bind",
-        "127.0.0.1:0",
-        "--json",
-        "--count",
-        "3",
-    ])?;
-    let addr = listener.stderr_line("listening on ")?;
+    let (listener, addr) = listener("3")?;
 
     let (status, ids, stderr) = run(&[
         "send",
@@ -170,17 +160,7 @@ fn bad_flags_exit_2() -> TestResult {
 
 #[test]
 fn generated_messages_are_numbered_and_padded() -> TestResult {
-    let mut listener = Proc::spawn(&[
-        "listen",
-        "--ident",
-        "bob",
-        "--bind",
-        "127.0.0.1:0",
-        "--json",
-        "--count",
-        "12",
-    ])?;
-    let addr = listener.stderr_line("listening on ")?;
+    let (listener, addr) = listener("12")?;
     let (status, _, stderr) = run(&[
         "send",
         "--ident",

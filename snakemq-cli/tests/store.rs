@@ -11,26 +11,10 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 #[path = "common/proc.rs"]
 mod proc;
 
-use proc::{Proc, run};
+use proc::{Proc, listener, run};
 
 fn text(path: &Path) -> Result<&str, Box<dyn std::error::Error>> {
     Ok(path.to_str().ok_or("temp path is not UTF-8")?)
-}
-
-/// `listen --json` for `count` messages as bob on a free port; returns it and its address.
-fn listener(count: &str) -> Result<(Proc, String), Box<dyn std::error::Error>> {
-    let mut listener = Proc::spawn(&[
-        "listen",
-        "--ident",
-        "bob",
-        "--bind",
-        "127.0.0.1:0",
-        "--json",
-        "--count",
-        count,
-    ])?;
-    let addr = listener.stderr_line("listening on ")?;
-    Ok((listener, addr))
 }
 
 /// The `data` fields of `listen --json` output, in order.

@@ -115,3 +115,19 @@ pub(crate) fn run(
 ) -> Result<(ExitStatus, String, String), Box<dyn std::error::Error>> {
     Proc::spawn(args)?.finish()
 }
+
+/// `listen --json` for `count` messages as bob on a free port; returns it and its address.
+pub(crate) fn listener(count: &str) -> Result<(Proc, String), Box<dyn std::error::Error>> {
+    let mut listener = Proc::spawn(&[
+        "listen",
+        "--ident",
+        "bob",
+        "--bind",
+        "127.0.0.1:0",
+        "--json",
+        "--count",
+        count,
+    ])?;
+    let addr = listener.stderr_line("listening on ")?;
+    Ok((listener, addr))
+}
