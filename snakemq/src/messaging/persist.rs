@@ -29,8 +29,8 @@ pub(crate) enum Op {
         record: Record,
         done: oneshot::Sender<CommitResult>,
     },
-    /// Remove a message (no one waits).
-    Remove { peer: Arc<str>, seq: u64 },
+    /// Remove messages (no one waits).
+    Remove { peer: Arc<str>, seqs: Vec<u64> },
     /// Remember received ids; `done` completes after their commit.
     Received {
         peer: Arc<str>,
@@ -86,10 +86,12 @@ impl Persister {
 
     /// Queues removals.
     pub(crate) fn remove(&self, peer: &Arc<str>, seqs: impl IntoIterator<Item = u64>) {
-        for seq in seqs {
+        // One channel operation per batch of removals, not per message.
+        let seqs: Vec<u64> = seqs.into_iter().collect();
+        if !seqs.is_empty() {
             self.submit(Op::Remove {
                 peer: peer.clone(),
-                seq,
+                seqs,
             });
         }
     }
@@ -163,7 +165,9 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
                     batch.pushes.push((peer.to_string(), record));
                     waiting.push(done);
                 }
-                Op::Remove { peer, seq } => batch.removes.push((peer.to_string(), seq)),
+                Op::Remove { peer, seqs } => batch
+                    .removes
+                    .extend(seqs.into_iter().map(|seq| (peer.to_string(), seq))),
                 Op::Received { peer, ids, done } => {
                     batch
                         .received
