@@ -10,6 +10,11 @@
 //!   (the receiver's acknowledgement) for every one of them.
 //! - latency: ping-pong with one message outstanding; the receiver echoes each ping and the
 //!   sender times send to echo received.
+//!
+//! With `--store PATH` the sender's messages are persistent: each `send` returns after its
+//! group commit, and a message leaves the store when its acknowledgement comes back.
+//! `--in-flight N` keeps N sends waiting at once (they share commits); `--in-flight 1` is
+//! one producer awaiting each durable send.
 
 mod child;
 mod measure;
@@ -18,7 +23,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::common::CliError;
+use crate::common::{CliError, StoreArgs};
 
 /// Identity of the peer that sends (and times).
 pub(crate) const SENDER: &str = "bench-sender";
@@ -67,6 +72,14 @@ pub(crate) struct BenchArgs {
     /// Print exactly one JSON line on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Sends awaited at once (each by its own task). Matters for persistent messages,
+    /// whose `send` waits for the commit; in-memory sends return at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    in_flight: u64,
+    /// The sender's store; the messages are then persistent. PATH must not exist yet (a
+    /// queue left in it would be counted); the emptied store is left behind.
+    #[command(flatten)]
+    store: StoreArgs,
     /// Give up when nothing happens for this many seconds.
     #[arg(long, default_value_t = 30)]
     stall_secs: u64,
@@ -102,7 +115,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     if round_trips == 0 && args.mode != Mode::Throughput {
         return Err("--round-trips must be at least 1".into());
     }
+    if let Some(path) = &args.store.store {
+        if path.exists() {
+            return Err(format!(
+                "{} exists; the benchmark needs a new store (its queue would be counted)",
+                path.display()
+            )
+            .into());
+        }
+    }
     let plan = measure::Plan {
+        store: args.store.clone(),
+        in_flight: args.in_flight,
         size: args.size,
         count: if args.mode == Mode::Latency {
             0
@@ -188,6 +212,8 @@ fn json_line(plan: &measure::Plan, report: &Report) -> String {
         "latency_p99_us": round(f.p99, 1),
         "latency_max_us": round(f.max, 1),
         "round_trips": report.round_trips_us.len(),
+        "persistent": plan.store.store.is_some(),
+        "in_flight": plan.in_flight,
     })
     .to_string()
 }
@@ -200,6 +226,16 @@ fn print_table(plan: &measure::Plan, report: &Report, in_process: bool) {
         "two processes"
     };
     println!("snakemq bench: {setup}, TCP loopback, acknowledgements on");
+    if let Some(path) = &plan.store.store {
+        println!(
+            "  {:<12} persistent, {:?} store {} ({:?}), {} in flight",
+            "messages",
+            plan.store.store_backend,
+            path.display(),
+            plan.store.durability,
+            plan.in_flight
+        );
+    }
     println!("  {:<12} {} B", "size", group(plan.size as f64));
     if let (Some(seconds), Some(rate), Some(mib)) = (f.seconds, f.msgs_per_sec, f.mib_per_sec) {
         println!("  {:<12} {}", "messages", group(plan.count as f64));
@@ -252,6 +288,12 @@ mod tests {
     #[test]
     fn json_has_the_fields_xtask_reads() {
         let plan = measure::Plan {
+            store: StoreArgs {
+                store: None,
+                store_backend: crate::common::StoreBackend::Sqlite,
+                durability: crate::common::DurabilityArg::Full,
+            },
+            in_flight: 1,
             size: 64,
             count: 1000,
             round_trips: 0,

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod durability;
 mod error;
 mod memory;
 #[cfg(feature = "sqlite")]
@@ -37,17 +38,16 @@ mod rocks;
 mod sqlite;
 
 pub use batch::WriteBatch;
+pub use durability::Durability;
 pub use error::StorageError;
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use python_import::{ImportReport, import_python_queue};
 pub use record::{Expiry, NewRecord, PeerStats, Record, Uuid};
-#[cfg(all(feature = "rocksdb", not(feature = "sqlite")))]
-pub use rocks::Durability;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksOptions, RocksStore};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// Where outgoing messages wait for their peer.
 ///

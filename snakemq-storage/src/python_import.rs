@@ -144,7 +144,7 @@ pub fn import_python_queue(
             Some((_, count)) => *count += 1,
             None => report.peers.push((peer.clone(), 1)),
         }
-        batch.pushes.push((peer, record));
+        batch.pushes.push((peer.into(), record));
     }
     if !batch.is_empty() {
         target.write(batch)?;

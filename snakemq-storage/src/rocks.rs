@@ -25,21 +25,7 @@ use tx::{Applied, Tx};
 
 use crate::{PeerStats, QueueStore, Record, StorageError, Uuid, WriteBatch};
 
-#[cfg(feature = "sqlite")]
 use crate::Durability;
-
-/// How hard a commit tries to reach the disk.
-#[cfg(not(feature = "sqlite"))]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Durability {
-    /// Every commit is flushed to the disk before it returns: a committed message
-    /// survives a process crash and a power loss. The default.
-    #[default]
-    Full,
-    /// Commits reach the operating system but are not flushed: a committed message
-    /// survives a process crash, the last commits may be lost on a power loss.
-    Normal,
-}
 
 /// Settings of a [`RocksStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +86,8 @@ pub struct RocksStore {
     path: PathBuf,
     options: RocksOptions,
     write_options: WriteOptions,
+    /// For commits that need not reach the disk on their own (removals only).
+    unsynced_write_options: WriteOptions,
     peers: PeerCache,
     next_seq: u64,
     /// The earliest deadline in the index, kept up to date by every commit.
@@ -148,6 +136,7 @@ impl RocksStore {
             path,
             options,
             write_options,
+            unsynced_write_options: WriteOptions::default(),
             peers: PeerCache::default(),
             next_seq: 1,
             next_deadline: None,
@@ -240,13 +229,26 @@ impl RocksStore {
         &mut self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
+        self.transact_with(true, f)
+    }
+
+    /// [`transact`](Self::transact), flushing the log only when `sync` is set and the
+    /// durability asks for it (see [`WriteBatch::needs_sync`]).
+    fn transact_with<T>(
+        &mut self,
+        sync: bool,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let mut tx = Tx::new(self);
         let out = f(&mut tx)?;
         let (batch, applied) = tx.finish()?;
         if !batch.is_empty() {
-            self.db
-                .write_opt(batch, &self.write_options)
-                .map_err(|e| self.err(e))?;
+            let options = if sync {
+                &self.write_options
+            } else {
+                &self.unsynced_write_options
+            };
+            self.db.write_opt(batch, options).map_err(|e| self.err(e))?;
         }
         self.apply(applied);
         Ok(out)
@@ -443,18 +445,7 @@ impl QueueStore for RocksStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.transact(|tx| {
-            for (peer, record) in &batch.pushes {
-                tx.insert(peer, record)?;
-            }
-            for (peer, seq) in &batch.removes {
-                tx.remove(peer, *seq)?;
-            }
-            for (peer, uuid) in &batch.received {
-                tx.remember(peer, uuid)?;
-            }
-            Ok(())
-        })
+        self.transact_with(batch.needs_sync(), |tx| batch.apply(tx))
     }
 
     fn remember_received(&mut self, peer: &str, uuid: Uuid) -> Result<(), StorageError> {

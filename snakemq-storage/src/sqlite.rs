@@ -17,22 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{NewRecord, PeerStats, QueueStore, Record, StorageError, Uuid, WriteBatch};
-
-/// How hard a commit tries to reach the disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Every commit is flushed to the disk (`synchronous = FULL`) before it returns: a
-    /// committed message survives a process crash and a power loss. The default.
-    #[default]
-    Full,
-    /// Commits are written to the log but flushed only at checkpoints
-    /// (`synchronous = NORMAL` in WAL mode): a committed message survives a process crash,
-    /// but the last commits may be lost on a power loss or an operating system crash. The
-    /// file stays consistent either way.
-    Normal,
-}
+use crate::{Durability, NewRecord, PeerStats, QueueStore, Record, StorageError, Uuid, WriteBatch};
 
 /// Settings of a [`SqliteStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +206,30 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `f` with commits left unflushed (`synchronous = NORMAL`), then restores the
+    /// configured durability. In WAL mode the next flushed commit syncs the log up to
+    /// itself, so what `f` committed reaches the disk with it.
+    fn without_sync<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        if self.options.durability == Durability::Normal {
+            return f(self);
+        }
+        self.set_synchronous("NORMAL")?;
+        let out = f(self);
+        let restored = self.set_synchronous("FULL");
+        let out = out?;
+        restored?;
+        Ok(out)
+    }
+
+    fn set_synchronous(&self, level: &str) -> Result<(), StorageError> {
+        self.conn
+            .pragma_update(None, "synchronous", level)
+            .map_err(|e| self.err(e))
+    }
+
     fn peer_id(&self, peer: &str) -> Option<i64> {
         self.cache.ids.get(peer).copied()
     }
@@ -372,18 +381,11 @@ impl QueueStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.transact(|w| {
-            for (peer, record) in &batch.pushes {
-                w.insert(peer, record)?;
-            }
-            for (peer, seq) in &batch.removes {
-                w.remove(peer, *seq)?;
-            }
-            for (peer, uuid) in &batch.received {
-                w.remember(peer, uuid)?;
-            }
-            Ok(())
-        })
+        if batch.needs_sync() {
+            self.transact(|w| batch.apply(w))
+        } else {
+            self.without_sync(|store| store.transact(|w| batch.apply(w)))
+        }
     }
 
     fn remember_received(&mut self, peer: &str, uuid: Uuid) -> Result<(), StorageError> {

@@ -23,7 +23,7 @@ struct SharedStore {
 #[derive(Default)]
 struct Inner {
     queues: MemoryStore,
-    received: Vec<(String, Uuid)>,
+    received: Vec<(std::sync::Arc<str>, Uuid)>,
     commits: usize,
 }
 
@@ -101,7 +101,7 @@ impl QueueStore for SharedStore {
         let ids: VecDeque<Uuid> = inner
             .received
             .iter()
-            .filter(|(p, _)| p == peer)
+            .filter(|(p, _)| &**p == peer)
             .map(|(_, id)| *id)
             .collect();
         out.extend(ids.iter().skip(ids.len().saturating_sub(limit)));

@@ -8,7 +8,7 @@ use snakemq::{Event, Events, Message, Messaging};
 use tokio::sync::oneshot;
 
 use super::{RECEIVER, Report, SENDER};
-use crate::common::CliError;
+use crate::common::{CliError, StoreArgs};
 
 /// Flag bit marking a latency ping; the receiver echoes such messages back. Throughput
 /// messages carry no flags. (Bit 0 is `FLAG_PERSISTENT`; flags pass through unchanged.)
@@ -21,6 +21,10 @@ const PROGRESS_EVERY: u64 = 4096;
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    /// The sender's store; with one, throughput messages are persistent.
+    pub(crate) store: StoreArgs,
+    /// Sends awaited at once in the throughput run.
+    pub(crate) in_flight: u64,
     /// Payload bytes per message.
     pub(crate) size: usize,
     /// Messages in the throughput run; 0 skips it.
@@ -35,7 +39,10 @@ pub(crate) struct Plan {
 
 /// Connects to the receiver at `endpoint`, runs the plan, shuts down.
 pub(crate) async fn run_sender(endpoint: &str, plan: &Plan) -> Result<Report, CliError> {
-    let messaging = Messaging::builder(SENDER).connect(endpoint).start().await?;
+    let builder = plan
+        .store
+        .apply(Messaging::builder(SENDER).connect(endpoint))?;
+    let messaging = builder.start().await?;
     let mut events = messaging.events();
     let outcome = measure(&messaging, &mut events, plan).await;
     messaging.shutdown().await;
@@ -159,14 +166,42 @@ async fn throughput(
             Ok::<Instant, CliError>(Instant::now())
         })
     };
+    let persistent = plan.store.store.is_some();
+    let payload = payload.clone();
+    let message = move || {
+        let message = Message::new(payload.clone());
+        if persistent {
+            message.persistent()
+        } else {
+            message
+        }
+    };
     let start = Instant::now();
     let sending = async {
-        for _ in 0..count {
-            messaging
-                .send(RECEIVER, Message::new(payload.clone()))
-                .await?;
+        if plan.in_flight <= 1 {
+            for _ in 0..count {
+                messaging.send(RECEIVER, message()).await?;
+            }
+            return Ok::<(), CliError>(());
         }
-        Ok::<(), snakemq::Error>(())
+        // `in_flight` senders, each awaiting its own sends; their persistent messages
+        // meet in the storage writer's group commits.
+        let mut senders = tokio::task::JoinSet::new();
+        for worker in 0..plan.in_flight {
+            let share = count / plan.in_flight + u64::from(worker < count % plan.in_flight);
+            let messaging = messaging.clone();
+            let message = message.clone();
+            senders.spawn(async move {
+                for _ in 0..share {
+                    messaging.send(RECEIVER, message()).await?;
+                }
+                Ok::<(), CliError>(())
+            });
+        }
+        while let Some(joined) = senders.join_next().await {
+            joined.map_err(|e| format!("a sending task failed: {e}"))??;
+        }
+        Ok::<(), CliError>(())
     };
     // If acknowledgements fail (the receiver went away), a send waiting for queue space
     // must not keep us here.
@@ -181,7 +216,7 @@ async fn throughput(
             }
             Err(error) => {
                 acks.abort();
-                return Err(error.into());
+                return Err(error);
             }
         },
         done = &mut acks => done,

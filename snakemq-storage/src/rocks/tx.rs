@@ -10,6 +10,7 @@ use super::keys::{
     self, CF_INDEX, CF_MESSAGES, CF_META, CF_RECEIVED, Header, INDEX_DEADLINE, INDEX_TRANSIENT,
 };
 use super::{PeerRow, RocksStore};
+use crate::batch::BatchTarget;
 use crate::{Record, StorageError, Uuid};
 
 /// What a committed [`Tx`] changes in memory.
@@ -332,5 +333,21 @@ impl<'s> Tx<'s> {
             min_removed_deadline: self.min_removed_deadline,
         };
         Ok((self.batch, applied))
+    }
+}
+
+impl BatchTarget for Tx<'_> {
+    type Error = StorageError;
+
+    fn insert(&mut self, peer: &str, record: &Record) -> Result<(), StorageError> {
+        Tx::insert(self, peer, record)
+    }
+
+    fn remove(&mut self, peer: &str, seq: u64) -> Result<(), StorageError> {
+        Tx::remove(self, peer, seq).map(drop)
+    }
+
+    fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), StorageError> {
+        Tx::remember(self, peer, uuid)
     }
 }

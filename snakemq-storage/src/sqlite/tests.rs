@@ -72,7 +72,7 @@ fn truncated_store_is_corrupt() -> Result<(), Box<dyn std::error::Error>> {
         let mut batch = WriteBatch::new();
         for n in 0..2000u32 {
             batch.pushes.push((
-                format!("peer{}", n % 7),
+                format!("peer{}", n % 7).into(),
                 at(u64::from(n) + 1, (n % 250) as u8, Expiry::Never),
             ));
         }
@@ -352,5 +352,41 @@ fn commit_cost() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     eprintln!("raw rusqlite, WAL + FULL, {N} x (insert; delete) one transaction each: {raw:?}");
+    Ok(())
+}
+
+/// A batch of removals commits without a flush of its own, and the store goes back to
+/// flushing for the next batch that adds messages; the removals still survive a reopen.
+#[test]
+fn removal_only_batches_skip_the_flush_and_restore_it() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let synchronous = |store: &SqliteStore| -> Result<i64, rusqlite::Error> {
+        store
+            .conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+    };
+    let mut store = open(&path)?;
+    let mut pushes = WriteBatch::new();
+    for n in 1..=3u8 {
+        pushes
+            .pushes
+            .push(("bob".into(), at(u64::from(n), n, Expiry::Never)));
+    }
+    assert!(pushes.needs_sync());
+    store.write(pushes)?;
+    let mut removes = WriteBatch::new();
+    removes.removes.push(("bob".into(), 1));
+    removes.removes.push(("bob".into(), 2));
+    assert!(!removes.needs_sync());
+    store.write(removes)?;
+    // 2 = FULL: the configured durability is back after the unflushed commit.
+    assert_eq!(synchronous(&store)?, 2);
+    drop(store);
+
+    let store = open(&path)?;
+    let mut page = Vec::new();
+    store.read("bob", None, 10, &mut page)?;
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
     Ok(())
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{KIND_AT, KIND_NEVER, KIND_WHILE_CONNECTED, PeerCache, PeerRow};
+use crate::batch::BatchTarget;
 use crate::{Expiry, Record, Uuid};
 
 /// The operations of one transaction, keeping the in-memory mirror in step.
@@ -247,4 +248,20 @@ pub(super) fn record_from_row(
         flags,
         expiry,
     })
+}
+
+impl BatchTarget for Writer<'_> {
+    type Error = rusqlite::Error;
+
+    fn insert(&mut self, peer: &str, record: &Record) -> Result<(), rusqlite::Error> {
+        Writer::insert(self, peer, record)
+    }
+
+    fn remove(&mut self, peer: &str, seq: u64) -> Result<(), rusqlite::Error> {
+        Writer::remove(self, peer, seq).map(drop)
+    }
+
+    fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), rusqlite::Error> {
+        Writer::remember(self, peer, uuid)
+    }
 }

@@ -278,9 +278,10 @@ pub(crate) fn many_peers_interleaved<S: QueueStore>(backend: &Backend<S>) -> Tes
         for i in 0..10u64 {
             for p in 0..100u64 {
                 let n = (round * 10 + i) * 100 + p;
-                batch
-                    .pushes
-                    .push((peer(p), Record::from_new(next, new(n, Expiry::Never))));
+                batch.pushes.push((
+                    peer(p).into(),
+                    Record::from_new(next, new(n, Expiry::Never)),
+                ));
                 next += 1;
             }
         }

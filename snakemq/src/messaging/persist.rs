@@ -162,16 +162,16 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
         while let Some(op) = next.take() {
             match op {
                 Op::Push { peer, record, done } => {
-                    batch.pushes.push((peer.to_string(), record));
+                    batch.pushes.push((peer, record));
                     waiting.push(done);
                 }
                 Op::Remove { peer, seqs } => batch
                     .removes
-                    .extend(seqs.into_iter().map(|seq| (peer.to_string(), seq))),
+                    .extend(seqs.into_iter().map(|seq| (peer.clone(), seq))),
                 Op::Received { peer, ids, done } => {
                     batch
                         .received
-                        .extend(ids.into_iter().map(|id| (peer.to_string(), id)));
+                        .extend(ids.into_iter().map(|id| (peer.clone(), id)));
                     waiting.push(done);
                 }
                 Op::LoadReceived { peer, limit, reply } => loads.push((peer, limit, reply)),
