@@ -51,13 +51,19 @@ impl WriteBatch {
         !self.pushes.is_empty() || !self.received.is_empty()
     }
 
-    /// Replays the batch, in its order, into one backend transaction.
+    /// Replays the batch, in its order, into one backend transaction: all pushes at once,
+    /// removals by runs of one peer (acknowledgements arrive that way), received ids one
+    /// by one.
     pub(crate) fn apply<T: BatchTarget>(&self, target: &mut T) -> Result<(), T::Error> {
-        for (peer, record) in &self.pushes {
-            target.insert(peer, record)?;
-        }
-        for (peer, seq) in &self.removes {
-            target.remove(peer, *seq)?;
+        target.insert_all(&self.pushes)?;
+        let mut run: Vec<u64> = Vec::new();
+        let mut removes = self.removes.iter().peekable();
+        while let Some((peer, seq)) = removes.next() {
+            run.push(*seq);
+            if removes.peek().is_none_or(|(next, _)| next != peer) {
+                target.remove_all(peer, &run)?;
+                run.clear();
+            }
         }
         for (peer, uuid) in &self.received {
             target.remember(peer, uuid)?;
@@ -71,10 +77,10 @@ pub(crate) trait BatchTarget {
     /// The backend's own error (mapped to [`StorageError`](crate::StorageError) by the
     /// store, which knows the file).
     type Error;
-    /// Appends a message.
-    fn insert(&mut self, peer: &str, record: &Record) -> Result<(), Self::Error>;
-    /// Removes a message if it is queued.
-    fn remove(&mut self, peer: &str, seq: u64) -> Result<(), Self::Error>;
+    /// Appends messages, in order.
+    fn insert_all(&mut self, pushes: &[(Arc<str>, Record)]) -> Result<(), Self::Error>;
+    /// Removes those of `seqs` that are queued for `peer`.
+    fn remove_all(&mut self, peer: &str, seqs: &[u64]) -> Result<(), Self::Error>;
     /// Remembers a received id.
     fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), Self::Error>;
 }

@@ -127,6 +127,9 @@ impl SqliteStore {
             .map_err(|e| schema::map_err(&path, e))?;
         // A large batch (8 MiB payloads, say) grows the log; after the next checkpoint it is
         // cut back to this size instead of staying as large as its peak.
+        // Room for every statement shape the writer uses (the multi-row ones included), so
+        // none is compiled again per batch.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
             .map_err(|e| schema::map_err(&path, e))?;
         let mut store = SqliteStore {
@@ -259,7 +262,15 @@ fn load_cache(conn: &Connection) -> Result<(PeerCache, u64), rusqlite::Error> {
             row.get(0)
         })
         .optional()?;
-    let max: Option<u64> = conn.query_row("SELECT MAX(seq) FROM messages", [], |row| row.get(0))?;
+    // Per peer, so that each lookup is the end of one key range, not a scan of the table.
+    let mut max: Option<u64> = None;
+    {
+        let mut statement = conn.prepare("SELECT MAX(seq) FROM messages WHERE peer = ?1")?;
+        for id in cache.rows.keys() {
+            let peer_max: Option<u64> = statement.query_row([id], |row| row.get(0))?;
+            max = max.max(peer_max);
+        }
+    }
     let next_seq = stored
         .unwrap_or(1)
         .max(max.map_or(1, |m| m.saturating_add(1)))
@@ -313,13 +324,7 @@ impl QueueStore for SqliteStore {
         if self.peer_id(peer).is_none() || seqs.is_empty() {
             return Ok(0);
         }
-        self.transact(|w| {
-            let mut removed = 0;
-            for &seq in seqs {
-                removed += usize::from(w.remove(peer, seq)?);
-            }
-            Ok(removed)
-        })
+        self.transact(|w| w.remove_seqs(peer, seqs))
     }
 
     fn expire(

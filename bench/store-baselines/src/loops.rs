@@ -155,6 +155,49 @@ pub(crate) fn rusqlite_loop(dir: &Path, count: usize, size: usize, batch: usize)
     Ok(elapsed)
 }
 
+/// [`rusqlite_loop`]'s work done by our `SqliteStore` (default options: `Durability::Full`):
+/// one `WriteBatch` of `batch` pushes, then one of their removals.
+pub(crate) fn sqlite_store_loop(dir: &Path, count: usize, size: usize, batch: usize) -> Outcome {
+    use snakemq_storage::{Expiry, QueueStore, Record, SqliteOptions, SqliteStore, WriteBatch};
+
+    let path = fresh_path(dir, "db")?;
+    let side = |suffix: &str| {
+        let mut name = path.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let _cleanup = Cleanup(vec![path.clone(), side("-wal"), side("-shm")]);
+    let err = at(&path);
+    let mut store = SqliteStore::open(&path, SqliteOptions::default()).map_err(&err)?;
+    let peer: std::sync::Arc<str> = "bob".into();
+    let count = count as u64;
+    let batch = batch as u64;
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < count {
+        let end = count.min(done + batch);
+        let mut pushes = WriteBatch::new();
+        let mut removes = WriteBatch::new();
+        for seq in done + 1..=end {
+            let record = Record {
+                seq,
+                uuid: u128::from(seq).to_be_bytes(),
+                data: bytes::Bytes::from(payload(seq, size)),
+                flags: 1,
+                expiry: Expiry::Never,
+            };
+            pushes.pushes.push((peer.clone(), record));
+            removes.removes.push((peer.clone(), seq));
+        }
+        store.write(pushes).map_err(&err)?;
+        store.write(removes).map_err(&err)?;
+        done = end;
+    }
+    let elapsed = started.elapsed();
+    drop(store);
+    Ok(elapsed)
+}
+
 /// `count` appends of `size` bytes to one new file, each followed by `File::sync_all`
 /// (fsync): what one producer awaiting each durable send cannot beat on this file system.
 pub(crate) fn fsync_loop(dir: &Path, count: usize, size: usize) -> Outcome {

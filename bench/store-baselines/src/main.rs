@@ -5,7 +5,12 @@
 //! store-baselines rusqlite-loop DIR COUNT [--size 64] [--batch 1000]
 //! store-baselines fsync-loop    DIR COUNT [--size 64]
 //! store-baselines rocksdb-loop  DIR COUNT [--size 64] [--batch 100]   (feature `rocksdb`)
+//! store-baselines sqlite-store  DIR COUNT [--size 64] [--batch 1000]
 //! ```
+//!
+//! `sqlite-store` is not a baseline but our `SqliteStore` doing the `rusqlite-loop` work
+//! through `QueueStore::write` (one batch of pushes, one of removals): the storage share of
+//! the end-to-end figure, to tell the store's cost from the messaging layer's.
 //!
 //! Each run creates its database or file inside DIR (which must exist), times the loop only
 //! (not the set-up), removes what it created and prints one JSON line on stdout with the
@@ -38,6 +43,8 @@ enum Harness {
     Fsync,
     /// One synced RocksDB `WriteBatch` of `batch` puts.
     Rocksdb,
+    /// Our `SqliteStore`: a `WriteBatch` of `batch` pushes, then one of their removals.
+    SqliteStore,
 }
 
 impl Harness {
@@ -47,13 +54,14 @@ impl Harness {
             Harness::Rusqlite => "rusqlite-loop",
             Harness::Fsync => "fsync-loop",
             Harness::Rocksdb => "rocksdb-loop",
+            Harness::SqliteStore => "sqlite-store",
         }
     }
 
     /// The batch size used when `--batch` is not given (the figures the issue names).
     fn default_batch(self) -> usize {
         match self {
-            Harness::Rusqlite => 1000,
+            Harness::Rusqlite | Harness::SqliteStore => 1000,
             Harness::Fsync => 1,
             Harness::Rocksdb => 100,
         }
@@ -77,6 +85,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         Some("rusqlite-loop") => Harness::Rusqlite,
         Some("fsync-loop") => Harness::Fsync,
         Some("rocksdb-loop") => Harness::Rocksdb,
+        Some("sqlite-store") => Harness::SqliteStore,
         Some(other) => return Err(format!("unknown subcommand `{other}`")),
         None => return Err("missing subcommand".into()),
     };
@@ -148,6 +157,9 @@ fn main() -> ExitCode {
     let outcome = match args.harness {
         Harness::Rusqlite => loops::rusqlite_loop(&args.dir, args.count, args.size, args.batch),
         Harness::Fsync => loops::fsync_loop(&args.dir, args.count, args.size),
+        Harness::SqliteStore => {
+            loops::sqlite_store_loop(&args.dir, args.count, args.size, args.batch)
+        }
         Harness::Rocksdb => {
             match loops::rocksdb_loop(&args.dir, args.count, args.size, args.batch) {
                 Some(outcome) => outcome,

@@ -3,6 +3,7 @@
 //! the batch is committed (a failed write leaves memory as it was).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, ReadOptions};
 
@@ -339,12 +340,18 @@ impl<'s> Tx<'s> {
 impl BatchTarget for Tx<'_> {
     type Error = StorageError;
 
-    fn insert(&mut self, peer: &str, record: &Record) -> Result<(), StorageError> {
-        Tx::insert(self, peer, record)
+    fn insert_all(&mut self, pushes: &[(Arc<str>, Record)]) -> Result<(), StorageError> {
+        for (peer, record) in pushes {
+            self.insert(peer, record)?;
+        }
+        Ok(())
     }
 
-    fn remove(&mut self, peer: &str, seq: u64) -> Result<(), StorageError> {
-        Tx::remove(self, peer, seq).map(drop)
+    fn remove_all(&mut self, peer: &str, seqs: &[u64]) -> Result<(), StorageError> {
+        for seq in seqs {
+            self.remove(peer, *seq)?;
+        }
+        Ok(())
     }
 
     fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), StorageError> {

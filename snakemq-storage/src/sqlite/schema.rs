@@ -12,12 +12,20 @@ use crate::StorageError;
 /// told apart from ours without guessing from table names.
 pub(super) const APPLICATION_ID: i32 = 0x536E_6B51;
 
-/// `PRAGMA user_version`: the schema version this code writes and reads.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+/// `PRAGMA user_version`: the schema version this code writes.
+pub(super) const SCHEMA_VERSION: i32 = 2;
+
+/// Versions this code reads. Version 1 kept messages in a rowid table keyed by `seq` with
+/// an index on `(peer, seq)`; every query works on both layouts (they name columns, never
+/// indexes), version 2 just does half the b-tree work per message.
+const READABLE_VERSIONS: [i32; 2] = [1, 2];
 
 /// The whole schema, created in one transaction.
 ///
-/// - `messages`: one row per queued message, keyed by the store-wide sequence number. The
+/// - `messages`: one row per queued message, keyed by `(peer, seq)` in a `WITHOUT ROWID`
+///   table: a peer's queue is one ordered key range, and a push or a removal touches one
+///   b-tree (plus the deadline index for messages with a TTL), not a table and an index.
+///   Sequence numbers are store-wide, so they still order messages across peers. The
 ///   payload is the last column so that reading the small columns never touches its
 ///   overflow pages; `size` is its length, so removing a message updates the byte count
 ///   without reading it.
@@ -40,16 +48,16 @@ CREATE TABLE peers (
     received_next INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE messages (
-    seq INTEGER PRIMARY KEY,
     peer INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     uuid BLOB NOT NULL,
     flags INTEGER NOT NULL,
     kind INTEGER NOT NULL,
     deadline INTEGER,
     size INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE INDEX messages_by_peer ON messages (peer, seq);
+    data BLOB NOT NULL,
+    PRIMARY KEY (peer, seq)
+) WITHOUT ROWID;
 CREATE INDEX messages_by_deadline ON messages (deadline, seq) WHERE deadline IS NOT NULL;
 CREATE INDEX messages_while_connected ON messages (seq) WHERE kind = 2;
 CREATE TABLE received (
@@ -219,11 +227,11 @@ fn check_or_create(conn: &Connection, path: &Path) -> Result<(), StorageError> {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(err)?;
     if app_id == APPLICATION_ID {
-        if version != SCHEMA_VERSION {
+        if !READABLE_VERSIONS.contains(&version) {
             return Err(StorageError::Corrupt {
                 path: path.to_owned(),
                 reason: format!(
-                    "schema version {version}, this build reads version {SCHEMA_VERSION}"
+                    "schema version {version}, this build reads versions {READABLE_VERSIONS:?}"
                 ),
             });
         }

@@ -236,7 +236,7 @@ fn hot_queries_use_indexes() -> Result<(), Box<dyn std::error::Error>> {
     for (query, index) in [
         (
             "SELECT seq FROM messages WHERE peer = 1 AND seq > 0 ORDER BY seq LIMIT 10",
-            "messages_by_peer",
+            "PRIMARY KEY",
         ),
         (
             "SELECT deadline FROM messages WHERE deadline IS NOT NULL ORDER BY deadline LIMIT 1",

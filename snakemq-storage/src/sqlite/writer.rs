@@ -2,13 +2,43 @@
 //! step with the rows written.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, params};
 
 use super::{KIND_AT, KIND_NEVER, KIND_WHILE_CONNECTED, PeerCache, PeerRow};
 use crate::batch::BatchTarget;
 use crate::{Expiry, Record, Uuid};
+
+/// Rows per multi-row `INSERT`, largest first; a batch uses the largest that fits, so a
+/// handful of statement shapes (all in the statement cache) cover every batch size.
+const INSERT_SHAPES: [usize; 4] = [64, 16, 4, 1];
+/// Sequence numbers per removal statement.
+const SEQS_PER_STATEMENT: usize = 64;
+
+/// `INSERT` of `rows` messages.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages (peer, seq, uuid, flags, kind, deadline, size, data) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+/// `{head} FROM messages WHERE peer = ? AND seq IN (?, .. SEQS_PER_STATEMENT times)`.
+fn remove_sql(head: &str) -> String {
+    let mut sql = format!("{head} FROM messages WHERE peer = ? AND seq IN (?");
+    sql.push_str(&",?".repeat(SEQS_PER_STATEMENT - 1));
+    sql.push(')');
+    sql
+}
 
 /// The operations of one transaction, keeping the in-memory mirror in step.
 pub(super) struct Writer<'a> {
@@ -63,52 +93,101 @@ impl<'a> Writer<'a> {
     }
 
     pub(super) fn insert(&mut self, peer: &str, record: &Record) -> Result<(), rusqlite::Error> {
-        let id = self.peer_id(peer)?;
-        let (kind, deadline) = match record.expiry {
-            Expiry::Never => (KIND_NEVER, None),
-            Expiry::At(ms) => (KIND_AT, Some(i64::try_from(ms).unwrap_or(i64::MAX))),
-            Expiry::WhileConnected => (KIND_WHILE_CONNECTED, None),
-        };
-        let size = record.data.len() as u64;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO messages (seq, peer, uuid, flags, kind, deadline, size, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                record.seq,
-                id,
-                &record.uuid[..],
-                record.flags,
-                kind,
-                deadline,
-                size,
-                &record.data[..]
-            ])?;
-        self.next_seq = self.next_seq.max(record.seq.saturating_add(1));
-        self.counts(id, 1, size as i64);
+        self.insert_rows(std::slice::from_ref(&(peer, record)))
+    }
+
+    /// Appends messages with as few statements as possible: SQLite's per-statement cost
+    /// (bind, step, reset) is larger than a row's b-tree work, so rows go in by multi-row
+    /// `INSERT`s of the sizes in [`INSERT_SHAPES`].
+    pub(super) fn insert_rows<P: AsRef<str>>(
+        &mut self,
+        rows: &[(P, &Record)],
+    ) -> Result<(), rusqlite::Error> {
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let chunk = INSERT_SHAPES
+                .into_iter()
+                .find(|rows| *rows <= rest.len())
+                .unwrap_or(1);
+            let (now, later) = rest.split_at(chunk.min(rest.len()));
+            // Borrowed where the row has the bytes (id, payload), owned for the numbers.
+            let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(now.len() * 8);
+            for (peer, record) in now {
+                let id = self.peer_id(peer.as_ref())?;
+                let (kind, deadline) = match record.expiry {
+                    Expiry::Never => (KIND_NEVER, Value::Null),
+                    Expiry::At(ms) => (
+                        KIND_AT,
+                        Value::Integer(i64::try_from(ms).unwrap_or(i64::MAX)),
+                    ),
+                    Expiry::WhileConnected => (KIND_WHILE_CONNECTED, Value::Null),
+                };
+                let size = record.data.len() as i64;
+                let number = |n: i64| ToSqlOutput::Owned(Value::Integer(n));
+                values.extend([
+                    number(id),
+                    number(i64::try_from(record.seq).unwrap_or(i64::MAX)),
+                    ToSqlOutput::Borrowed(ValueRef::Blob(&record.uuid)),
+                    number(i64::from(record.flags)),
+                    number(kind),
+                    ToSqlOutput::Owned(deadline),
+                    number(size),
+                    ToSqlOutput::Borrowed(ValueRef::Blob(&record.data)),
+                ]);
+                self.next_seq = self.next_seq.max(record.seq.saturating_add(1));
+                self.counts(id, 1, size);
+            }
+            self.conn
+                .prepare_cached(&insert_sql(now.len()))?
+                .execute(rusqlite::params_from_iter(values.iter()))?;
+            rest = later;
+        }
         Ok(())
     }
 
-    pub(super) fn remove(&mut self, peer: &str, seq: u64) -> Result<bool, rusqlite::Error> {
+    /// Removes messages of one peer, [`SEQS_PER_STATEMENT`] at a time: one statement
+    /// counts what is there (for the peer's counts), one deletes it. Returns how many
+    /// were removed; numbers not queued are ignored.
+    pub(super) fn remove_seqs(
+        &mut self,
+        peer: &str,
+        seqs: &[u64],
+    ) -> Result<usize, rusqlite::Error> {
         let Some(id) = self.cache.ids.get(peer).copied() else {
-            return Ok(false);
+            return Ok(0);
         };
-        let Ok(seq) = i64::try_from(seq) else {
-            return Ok(false);
-        };
-        let size: Option<u64> = self
-            .conn
-            .prepare_cached("DELETE FROM messages WHERE seq = ?1 AND peer = ?2 RETURNING size")?
-            .query_row(params![seq, id], |row| row.get(0))
-            .optional()?;
-        match size {
-            Some(size) => {
-                self.counts(id, -1, -(size as i64));
-                Ok(true)
+        let mut removed = 0usize;
+        for chunk in seqs.chunks(SEQS_PER_STATEMENT) {
+            // A short chunk repeats its last number: `IN` ignores repeats, and every
+            // call uses the same two statements.
+            let Some(last) = chunk.last() else {
+                continue;
+            };
+            let mut values = Vec::with_capacity(SEQS_PER_STATEMENT + 1);
+            values.push(id);
+            values.extend(
+                chunk
+                    .iter()
+                    .chain(std::iter::repeat(last))
+                    .take(SEQS_PER_STATEMENT)
+                    .map(|seq| i64::try_from(*seq).unwrap_or(-1)),
+            );
+            let (count, bytes): (i64, i64) = self
+                .conn
+                .prepare_cached(&remove_sql("SELECT COUNT(*), COALESCE(SUM(size), 0)"))?
+                .query_row(rusqlite::params_from_iter(values.iter()), |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            if count == 0 {
+                continue;
             }
-            None => Ok(false),
+            self.conn
+                .prepare_cached(&remove_sql("DELETE"))?
+                .execute(rusqlite::params_from_iter(values.iter()))?;
+            self.counts(id, -count, -bytes);
+            removed += usize::try_from(count).unwrap_or(0);
         }
+        Ok(removed)
     }
 
     pub(super) fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), rusqlite::Error> {
@@ -153,8 +232,8 @@ impl<'a> Writer<'a> {
         }
         for (id, name, record) in due {
             self.conn
-                .prepare_cached("DELETE FROM messages WHERE seq = ?1")?
-                .execute([record.seq])?;
+                .prepare_cached("DELETE FROM messages WHERE peer = ?1 AND seq = ?2")?
+                .execute(params![id, record.seq])?;
             self.counts(id, -1, -(record.data.len() as i64));
             out.push((name, record));
         }
@@ -253,12 +332,13 @@ pub(super) fn record_from_row(
 impl BatchTarget for Writer<'_> {
     type Error = rusqlite::Error;
 
-    fn insert(&mut self, peer: &str, record: &Record) -> Result<(), rusqlite::Error> {
-        Writer::insert(self, peer, record)
+    fn insert_all(&mut self, pushes: &[(Arc<str>, Record)]) -> Result<(), rusqlite::Error> {
+        let rows: Vec<(&str, &Record)> = pushes.iter().map(|(p, r)| (&**p, r)).collect();
+        self.insert_rows(&rows)
     }
 
-    fn remove(&mut self, peer: &str, seq: u64) -> Result<(), rusqlite::Error> {
-        Writer::remove(self, peer, seq).map(drop)
+    fn remove_all(&mut self, peer: &str, seqs: &[u64]) -> Result<(), rusqlite::Error> {
+        self.remove_seqs(peer, seqs).map(drop)
     }
 
     fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), rusqlite::Error> {
