@@ -94,11 +94,13 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-/// The `peers` table, mirrored in memory (it is small: one row per peer ever seen).
+/// The `peers` table with each queue's counts, in memory (small: one row per peer ever
+/// seen), and the `next_seq` value last written to `meta`.
 #[derive(Debug, Default)]
 struct PeerCache {
     ids: foldhash::HashMap<String, i64>,
     rows: foldhash::HashMap<i64, PeerRow>,
+    stored_next_seq: u64,
 }
 
 #[derive(Debug)]
@@ -240,8 +242,7 @@ impl SqliteStore {
 
 fn load_cache(conn: &Connection) -> Result<(PeerCache, u64), rusqlite::Error> {
     let mut cache = PeerCache::default();
-    let mut statement =
-        conn.prepare("SELECT id, name, messages, bytes, received_next FROM peers")?;
+    let mut statement = conn.prepare("SELECT id, name FROM peers")?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
@@ -251,28 +252,46 @@ fn load_cache(conn: &Connection) -> Result<(PeerCache, u64), rusqlite::Error> {
             id,
             PeerRow {
                 name,
-                messages: row.get(2)?,
-                bytes: row.get(3)?,
-                received_next: row.get(4)?,
+                messages: 0,
+                bytes: 0,
+                received_next: 0,
             },
         );
+    }
+    // One ordered pass over the messages (their key starts with the peer, so the grouping
+    // needs no sort) gives every count and the highest sequence number; `size` comes
+    // before the payload, so overflow pages are not read.
+    let mut max: Option<u64> = None;
+    let mut statement = conn.prepare(
+        "SELECT peer, COUNT(*), COALESCE(SUM(size), 0), MAX(seq) FROM messages GROUP BY peer",
+    )?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let peer_max: u64 = row.get(3)?;
+        max = max.max(Some(peer_max));
+        if let Some(peer) = cache.rows.get_mut(&id) {
+            peer.messages = row.get(1)?;
+            peer.bytes = row.get(2)?;
+        }
+    }
+    let mut statement = conn.prepare("SELECT peer, MAX(n) FROM received GROUP BY peer")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let last: i64 = row.get(1)?;
+        if let Some(peer) = cache.rows.get_mut(&id) {
+            peer.received_next = last.saturating_add(1);
+        }
     }
     let stored: Option<u64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |row| {
             row.get(0)
         })
         .optional()?;
-    // Per peer, so that each lookup is the end of one key range, not a scan of the table.
-    let mut max: Option<u64> = None;
-    {
-        let mut statement = conn.prepare("SELECT MAX(seq) FROM messages WHERE peer = ?1")?;
-        for id in cache.rows.keys() {
-            let peer_max: Option<u64> = statement.query_row([id], |row| row.get(0))?;
-            max = max.max(peer_max);
-        }
-    }
-    let next_seq = stored
-        .unwrap_or(1)
+    cache.stored_next_seq = stored.unwrap_or(1);
+    let next_seq = cache
+        .stored_next_seq
         .max(max.map_or(1, |m| m.saturating_add(1)))
         .max(1);
     Ok((cache, next_seq))

@@ -16,8 +16,9 @@ pub(super) const APPLICATION_ID: i32 = 0x536E_6B51;
 pub(super) const SCHEMA_VERSION: i32 = 2;
 
 /// Versions this code reads. Version 1 kept messages in a rowid table keyed by `seq` with
-/// an index on `(peer, seq)`; every query works on both layouts (they name columns, never
-/// indexes), version 2 just does half the b-tree work per message.
+/// an index on `(peer, seq)`, and per-peer counts in `peers`; every query works on both
+/// layouts (they name columns, never indexes, and the old count columns are ignored):
+/// version 2 just writes fewer pages per message.
 const READABLE_VERSIONS: [i32; 2] = [1, 2];
 
 /// The whole schema, created in one transaction.
@@ -29,12 +30,16 @@ const READABLE_VERSIONS: [i32; 2] = [1, 2];
 ///   payload is the last column so that reading the small columns never touches its
 ///   overflow pages; `size` is its length, so removing a message updates the byte count
 ///   without reading it.
-/// - `peers`: one row per peer ever seen, with its queue's message and byte counts kept in
-///   the same transactions as the messages, so `stats` never counts rows.
+/// - `peers`: one row per peer ever seen (its id keys the other tables). The per-peer
+///   message and byte counts live in memory only: they are counted once at open (one
+///   ordered pass over `messages`) and kept up to date by every write, so a commit that adds
+///   a message writes the `messages` page(s) and nothing else. That page count is what a
+///   commit's fsync pays for.
 /// - `received`: ids of received messages, numbered per peer so that keeping the last N is
 ///   a range delete.
 /// - `meta`: the next sequence number, so that numbers keep increasing after the queue
-///   was emptied and the process restarted.
+///   was emptied and the process restarted. Written only by commits that remove messages:
+///   until then the highest number is still in `messages`, where the open finds it.
 const SCHEMA: &str = "
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
@@ -42,10 +47,7 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 CREATE TABLE peers (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    messages INTEGER NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL DEFAULT 0,
-    received_next INTEGER NOT NULL DEFAULT 0
+    name TEXT NOT NULL UNIQUE
 );
 CREATE TABLE messages (
     peer INTEGER NOT NULL,
@@ -72,7 +74,7 @@ INSERT INTO meta (key, value) VALUES ('next_seq', 1);
 /// Statements that fail when a table or column the code relies on is missing.
 const SCHEMA_PROBES: [&str; 4] = [
     "SELECT key, value FROM meta LIMIT 0",
-    "SELECT id, name, messages, bytes, received_next FROM peers LIMIT 0",
+    "SELECT id, name FROM peers LIMIT 0",
     "SELECT seq, peer, uuid, flags, kind, deadline, size, data FROM messages LIMIT 0",
     "SELECT peer, n, uuid FROM received LIMIT 0",
 ];

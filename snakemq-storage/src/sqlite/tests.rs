@@ -239,6 +239,14 @@ fn hot_queries_use_indexes() -> Result<(), Box<dyn std::error::Error>> {
             "PRIMARY KEY",
         ),
         (
+            "SELECT COUNT(*), SUM(size) FROM messages WHERE peer = 1 AND seq IN (4, 5, 6)",
+            "PRIMARY KEY (peer=? AND seq=?)",
+        ),
+        (
+            "SELECT peer, COUNT(*), SUM(size), MAX(seq) FROM messages GROUP BY peer",
+            "SCAN messages",
+        ),
+        (
             "SELECT deadline FROM messages WHERE deadline IS NOT NULL ORDER BY deadline LIMIT 1",
             "messages_by_deadline",
         ),
@@ -258,6 +266,7 @@ fn hot_queries_use_indexes() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<_, _>>()?;
         let plan = plan.join("; ");
         assert!(plan.contains(index), "{query}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{query} sorts: {plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{query}: {plan}");
     }
     Ok(())
@@ -388,5 +397,73 @@ fn removal_only_batches_skip_the_flush_and_restore_it() -> Result<(), Box<dyn st
     let mut page = Vec::new();
     store.read("bob", None, 10, &mut page)?;
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
+    Ok(())
+}
+
+/// A file written with schema version 1 (rowid table plus a `(peer, seq)` index, counts
+/// stored in `peers`) still opens, reads, takes pushes and removals, and its counts come
+/// from the messages themselves, not from the old count columns.
+#[test]
+fn schema_version_1_files_still_work() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v1.db");
+    {
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = {};
+             PRAGMA user_version = 1;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE peers (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 messages INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+                 received_next INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE messages (seq INTEGER PRIMARY KEY, peer INTEGER NOT NULL,
+                 uuid BLOB NOT NULL, flags INTEGER NOT NULL, kind INTEGER NOT NULL,
+                 deadline INTEGER, size INTEGER NOT NULL, data BLOB NOT NULL);
+             CREATE INDEX messages_by_peer ON messages (peer, seq);
+             CREATE INDEX messages_by_deadline ON messages (deadline, seq) WHERE deadline IS NOT NULL;
+             CREATE INDEX messages_while_connected ON messages (seq) WHERE kind = 2;
+             CREATE TABLE received (peer INTEGER NOT NULL, n INTEGER NOT NULL,
+                 uuid BLOB NOT NULL, PRIMARY KEY (peer, n)) WITHOUT ROWID;
+             INSERT INTO meta (key, value) VALUES ('next_seq', 8);
+             -- stale counts on purpose: the store must not trust them
+             INSERT INTO peers (id, name, messages, bytes) VALUES (1, 'bob', 99, 99);
+             INSERT INTO messages VALUES (5, 1, zeroblob(16), 0, 0, NULL, 3, x'616263');
+             INSERT INTO messages VALUES (7, 1, zeroblob(16), 0, 0, NULL, 2, x'6465');",
+            schema::APPLICATION_ID
+        ))?;
+    }
+    let mut store = open(&path)?;
+    let stats = store.stats("bob")?;
+    assert_eq!((stats.messages, stats.bytes, stats.oldest_seq), (2, 5, Some(5)));
+    assert_eq!(store.last_seq()?, Some(7));
+    let seq = store.push("bob", record(9, Expiry::Never))?;
+    assert_eq!(seq, 8);
+    assert_eq!(store.remove("bob", &[5, 7])?, 2);
+    let mut page = Vec::new();
+    store.read("bob", None, 10, &mut page)?;
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [8]);
+    drop(store);
+    assert_eq!(open(&path)?.stats("bob")?.messages, 1);
+    Ok(())
+}
+
+/// Counts are rebuilt from the messages at every open, for every peer, and sequence
+/// numbers keep increasing when the newest message was removed before the restart.
+#[test]
+fn counts_and_numbering_survive_reopen() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let mut store = open(&path)?;
+    let mut last = 0;
+    for n in 0..30u8 {
+        last = store.push(if n % 3 == 0 { "a" } else { "b" }, record(n, Expiry::Never))?;
+    }
+    assert_eq!(store.remove("b", &[last])?, 1);
+    drop(store);
+    let mut store = open(&path)?;
+    assert_eq!(store.stats("a")?.messages, 10);
+    assert_eq!(store.stats("b")?.messages, 19);
+    assert_eq!(store.stats("b")?.bytes, 19 * 100);
+    assert!(store.push("a", record(1, Expiry::Never))? > last);
     Ok(())
 }

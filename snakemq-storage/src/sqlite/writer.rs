@@ -44,10 +44,9 @@ fn remove_sql(head: &str) -> String {
 pub(super) struct Writer<'a> {
     conn: &'a Connection,
     cache: &'a mut PeerCache,
-    start_seq: u64,
     next_seq: u64,
-    /// Peers whose counts changed, written back to `peers` once at the end.
-    dirty: BTreeSet<i64>,
+    /// Whether a message was removed (the highest sequence number may be gone).
+    removed: bool,
     /// Peers that received ids, trimmed once at the end.
     received_dirty: BTreeSet<i64>,
     received_limit: i64,
@@ -63,9 +62,8 @@ impl<'a> Writer<'a> {
         Writer {
             conn,
             cache,
-            start_seq,
             next_seq: start_seq,
-            dirty: BTreeSet::new(),
+            removed: false,
             received_dirty: BTreeSet::new(),
             received_limit,
         }
@@ -199,7 +197,6 @@ impl<'a> Writer<'a> {
         if let Some(row) = self.cache.rows.get_mut(&id) {
             row.received_next = n.saturating_add(1);
         }
-        self.dirty.insert(id);
         self.received_dirty.insert(id);
         Ok(())
     }
@@ -262,32 +259,25 @@ impl<'a> Writer<'a> {
             row.messages = row.messages.saturating_add_signed(messages);
             row.bytes = row.bytes.saturating_add_signed(bytes);
         }
-        self.dirty.insert(id);
+        self.removed |= messages < 0;
     }
 
-    /// Writes back the changed peer rows, trims the received ids and records the next
-    /// sequence number; returns that number.
+    /// Trims the received ids and, after removals, records the next sequence number;
+    /// returns that number.
     pub(super) fn finish(self) -> Result<u64, rusqlite::Error> {
-        for id in &self.dirty {
-            if let Some(row) = self.cache.rows.get(id) {
-                self.conn
-                    .prepare_cached(
-                        "UPDATE peers SET messages = ?1, bytes = ?2, received_next = ?3
-                         WHERE id = ?4",
-                    )?
-                    .execute(params![row.messages, row.bytes, row.received_next, id])?;
-            }
-        }
         for id in &self.received_dirty {
             let next = self.cache.rows.get(id).map_or(0, |row| row.received_next);
             self.conn
                 .prepare_cached("DELETE FROM received WHERE peer = ?1 AND n < ?2")?
                 .execute(params![id, next.saturating_sub(self.received_limit)])?;
         }
-        if self.next_seq != self.start_seq {
+        // Only a removal can take the highest number out of `messages`; until one does,
+        // the open finds it there, and a push need not write this page.
+        if self.removed && self.next_seq != self.cache.stored_next_seq {
             self.conn
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'next_seq'")?
                 .execute([self.next_seq])?;
+            self.cache.stored_next_seq = self.next_seq;
         }
         Ok(self.next_seq)
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use snakemq_storage::{QueueStore, Record, StorageError, Uuid, WriteBatch};
 use tokio::sync::oneshot;
@@ -18,6 +19,13 @@ use crate::Error;
 
 /// Most operations in one group commit; bounds the size of one transaction.
 const MAX_GROUP: usize = 65_536;
+
+/// How long a group of removals only may wait for company. Removals need no flush of their
+/// own (see `WriteBatch::needs_sync`), so instead of a transaction per burst of
+/// acknowledgements they ride along with the next push or received id, which the writer
+/// commits anyway; only on an idle link do they go alone, after this delay. A crash inside
+/// the window re-sends messages the receiver already has: duplicates, never a loss.
+const REMOVAL_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The outcome of a commit, shared by every op of its group.
 type CommitResult = Result<(), Arc<StorageError>>;
@@ -159,6 +167,8 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
         let mut loads = Vec::new();
         let mut pages = Vec::new();
         let mut next = Some(first);
+        // When the group started waiting for company (removals only, see REMOVAL_DELAY).
+        let mut removals_since: Option<Instant> = None;
         while let Some(op) = next.take() {
             match op {
                 Op::Push { peer, record, done } => {
@@ -185,6 +195,13 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
             }
             if batch.len() < MAX_GROUP {
                 next = rx.try_recv().ok();
+                if next.is_none() && only_removals(&batch, &waiting, &loads, &pages) {
+                    let deadline = *removals_since.get_or_insert_with(Instant::now) + REMOVAL_DELAY;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if !left.is_zero() {
+                        next = rx.recv_timeout(left).ok();
+                    }
+                }
             }
         }
         let result = if batch.is_empty() {
@@ -217,4 +234,13 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
             let _ = reply.send(result);
         }
     }
+}
+
+/// Whether the group so far holds removals and nothing anyone waits for.
+fn only_removals<A, B, C>(batch: &WriteBatch, waiting: &[A], loads: &[B], pages: &[C]) -> bool {
+    !batch.removes.is_empty()
+        && !batch.needs_sync()
+        && waiting.is_empty()
+        && loads.is_empty()
+        && pages.is_empty()
 }
