@@ -18,6 +18,7 @@
 
 mod child;
 mod measure;
+mod memory;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ pub(crate) enum Mode {
     Latency,
     /// Throughput, then latency.
     Both,
+    /// Bytes of memory per message queued for a peer that is away (no receiver).
+    QueueMemory,
 }
 
 /// The part this process plays.
@@ -105,11 +108,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         child::receiver_main(&args.bind).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if args.mode == Mode::QueueMemory {
+        return queue_memory(&args).await;
+    }
     if args.count == 0 && args.mode != Mode::Latency {
         return Err("--count must be at least 1".into());
     }
     let round_trips = match args.mode {
-        Mode::Throughput => 0,
+        Mode::Throughput | Mode::QueueMemory => 0,
         Mode::Latency | Mode::Both => args.round_trips.unwrap_or(args.count.min(10_000)),
     };
     if round_trips == 0 && args.mode != Mode::Throughput {
@@ -158,6 +164,31 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         println!("{}", json_line(&plan, &report));
     } else {
         print_table(&plan, &report, args.in_process);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn queue_memory(args: &BenchArgs) -> Result<ExitCode, CliError> {
+    if args.count == 0 {
+        return Err("--count must be at least 1".into());
+    }
+    let measured = memory::measure(args.size, args.count).await?;
+    if args.json {
+        let line = serde_json::json!({
+            "mode": "queue-memory",
+            "size": args.size,
+            "count": measured.queued,
+            "bytes_per_message": round(Some(measured.bytes_per_message), 1),
+        });
+        println!("{line}");
+    } else {
+        println!("snakemq bench: messages queued in memory for a peer that is away");
+        println!("  {:<12} {} B", "size", group(args.size as f64));
+        println!("  {:<12} {}", "messages", group(measured.queued as f64));
+        println!(
+            "  {:<12} {:.1} B per message (resident memory, payload included)",
+            "memory", measured.bytes_per_message
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
