@@ -261,9 +261,15 @@ impl RocksStore {
         self.peers.rows.extend(applied.rows);
         self.peers.next_id = applied.next_peer_id;
         self.next_seq = applied.next_seq;
+        // Additions first: a message added and removed in the same batch must not leave
+        // its deadline behind as the next one.
+        let mut next = match applied.min_added_deadline {
+            Some(added) => Some(self.next_deadline.map_or(added, |d| d.min(added))),
+            None => self.next_deadline,
+        };
         if let Some(removed) = applied.min_removed_deadline {
-            if self.next_deadline.is_some_and(|next| removed <= next) {
-                self.next_deadline = match self.first_deadline() {
+            if next.is_some_and(|next| removed <= next) {
+                next = match self.first_deadline() {
                     Ok(next) => next,
                     Err(error) => {
                         // Too early is harmless: the next expiry finds nothing due.
@@ -271,12 +277,9 @@ impl RocksStore {
                         Some(removed)
                     }
                 };
-                return;
             }
         }
-        if let Some(added) = applied.min_added_deadline {
-            self.next_deadline = Some(self.next_deadline.map_or(added, |d| d.min(added)));
-        }
+        self.next_deadline = next;
     }
 
     fn first_deadline(&self) -> Result<Option<u64>, StorageError> {

@@ -9,6 +9,10 @@
 //! Every harness prints `{"size":..,"count":..,"seconds":..,"msgs_per_sec":..,"mib_per_sec":..}`.
 //! Rounds are interleaved (all harnesses once, then again) so a slow phase of the machine hits
 //! everyone alike; the table shows the median of the rounds.
+//!
+//! A second table, from [`bench_store`](crate::bench_store), covers persistent queues and
+//! queue memory (`--only messaging` or `--only store` runs one of the two; `--no-rocksdb`
+//! leaves out the RocksDB row and its long first release build).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,16 +54,28 @@ const CASES: [Case; 3] = [
 /// `--quick` divides every count by this.
 const QUICK_DIVISOR: u64 = 20;
 
+/// Which tables to produce.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    Both,
+    Messaging,
+    Store,
+}
+
 /// Parsed arguments of `bench`.
 pub(crate) struct Args {
     rounds: usize,
     quick: bool,
+    only: Only,
+    rocksdb: bool,
 }
 
 pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
     let mut args = Args {
         rounds: 3,
         quick: false,
+        only: Only::Both,
+        rocksdb: true,
     };
     let mut iter = rest.iter();
     while let Some(arg) = iter.next() {
@@ -73,9 +89,22 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
                     .ok_or_else(|| format!("--rounds: `{value}` is not a positive number"))?;
             }
             "--quick" => args.quick = true,
+            "--no-rocksdb" => args.rocksdb = false,
+            "--only" => {
+                args.only = match iter.next().map(String::as_str) {
+                    Some("messaging") => Only::Messaging,
+                    Some("store") => Only::Store,
+                    other => {
+                        return Err(format!(
+                            "--only takes `messaging` or `store`, not {other:?}"
+                        ));
+                    }
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (usage: bench [--rounds N] [--quick])"
+                    "unknown argument `{other}` (usage: bench [--rounds N] [--quick] \
+                     [--only messaging|store] [--no-rocksdb])"
                 ));
             }
         }
@@ -114,7 +143,25 @@ impl Harness {
 type Prepared = BTreeMap<Harness, Vec<PathBuf>>;
 
 pub(crate) fn run(args: Args) -> Result<(), String> {
-    let prepared = prepare();
+    let mut summary = String::new();
+    if args.only != Only::Store {
+        summary.push_str(&run_messaging(&args)?);
+    }
+    if args.only != Only::Messaging {
+        let table = crate::bench_store::run(args.rounds, args.quick, args.rocksdb)?;
+        println!("\n{table}");
+        summary.push('\n');
+        summary.push_str(&table);
+    }
+    let path = util::target_dir().join("bench-summary.md");
+    std::fs::write(&path, &summary).map_err(|err| format!("writing {}: {err}", path.display()))?;
+    eprintln!("tables written to {}", path.display());
+    Ok(())
+}
+
+/// The messaging rounds; returns the rendered table.
+fn run_messaging(args: &Args) -> Result<String, String> {
+    let prepared = prepare(args.rocksdb);
     if prepared.is_empty() {
         return Err("no harness could be prepared (see the messages above)".into());
     }
@@ -164,11 +211,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
             err.replace('\n', "\n    ")
         );
     }
-    let summary = util::target_dir().join("bench-summary.md");
-    std::fs::write(&summary, &table)
-        .map_err(|err| format!("writing {}: {err}", summary.display()))?;
-    eprintln!("table written to {}", summary.display());
-    Ok(())
+    Ok(table)
 }
 
 fn count_for(harness: Harness, case: &Case, quick: bool) -> u64 {
@@ -186,13 +229,14 @@ fn count_for(harness: Harness, case: &Case, quick: bool) -> u64 {
 
 /// Builds our release binary and compiles the C harnesses. A harness that cannot be prepared is
 /// reported and left out, so the rest still runs.
-fn prepare() -> Prepared {
+fn prepare(rocksdb: bool) -> Prepared {
     let root = util::workspace_root();
     let target = util::target_dir();
     let mut prepared = Prepared::new();
 
     eprintln!("==> building snakemq (release)");
-    match util::run(util::cargo().args(["build", "--release", "-p", "snakemq-cli"])) {
+    // The same build as the store table's, so running both does not rebuild in between.
+    match crate::bench_store::build_release(rocksdb) {
         Ok(()) => {
             let binary = target.join("release").join("snakemq");
             prepared.insert(Harness::Ours, vec![binary]);
@@ -235,7 +279,7 @@ fn prepare() -> Prepared {
     prepared
 }
 
-fn compile_c(source: &Path, output: &Path, libs: &[&str]) -> Result<PathBuf, String> {
+pub(crate) fn compile_c(source: &Path, output: &Path, libs: &[&str]) -> Result<PathBuf, String> {
     if let Some(parent) = output.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|err| format!("creating {}: {err}", parent.display()))?;
@@ -318,7 +362,7 @@ fn run_harness_inner(
 }
 
 /// The number after `"key":` in a flat JSON object; enough for the harnesses' one-line output.
-fn json_number(line: &str, key: &str) -> Option<f64> {
+pub(crate) fn json_number(line: &str, key: &str) -> Option<f64> {
     let quoted = format!("\"{key}\"");
     let after = line.get(line.find(&quoted)? + quoted.len()..)?;
     let after = after.trim_start().strip_prefix(':')?.trim_start();
@@ -328,7 +372,7 @@ fn json_number(line: &str, key: &str) -> Option<f64> {
     after.get(..end)?.parse().ok()
 }
 
-fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
@@ -394,7 +438,7 @@ fn size_label(size: u64) -> String {
 }
 
 /// Whole number with thousands separators (`1,234,567`); small rates keep one decimal.
-fn group_digits(value: f64) -> String {
+pub(crate) fn group_digits(value: f64) -> String {
     if value < 100.0 {
         return format!("{value:.1}");
     }

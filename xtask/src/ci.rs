@@ -18,6 +18,14 @@ fn extra_test_runs() -> Vec<Vec<String>> {
         args.extend(features);
         runs.push(args);
     }
+    // The RocksDB backend and its conformance suite. Its C++ build takes ~20 minutes on a
+    // fresh machine (then the target folder keeps it); `.ci/run` installs libclang-dev and
+    // a C++ compiler for it.
+    runs.push(
+        ["test", "-p", "snakemq-storage", "--features", "rocksdb"]
+            .map(String::from)
+            .to_vec(),
+    );
     runs
 }
 

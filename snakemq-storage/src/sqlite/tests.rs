@@ -434,7 +434,10 @@ fn schema_version_1_files_still_work() -> Result<(), Box<dyn std::error::Error>>
     }
     let mut store = open(&path)?;
     let stats = store.stats("bob")?;
-    assert_eq!((stats.messages, stats.bytes, stats.oldest_seq), (2, 5, Some(5)));
+    assert_eq!(
+        (stats.messages, stats.bytes, stats.oldest_seq),
+        (2, 5, Some(5))
+    );
     assert_eq!(store.last_seq()?, Some(7));
     let seq = store.push("bob", record(9, Expiry::Never))?;
     assert_eq!(seq, 8);
