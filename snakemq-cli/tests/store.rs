@@ -297,3 +297,57 @@ fn python_queues_are_imported_and_delivered_in_order() -> TestResult {
     assert_eq!(queued(&store)?, vec![]);
     Ok(())
 }
+
+/// `bench --store` sends persistent messages with several sends in flight, gets every one
+/// acknowledged, and leaves the store empty; an existing store path is refused.
+#[test]
+fn persistent_bench_delivers_everything_and_empties_its_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("bench.db");
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "--json",
+        "--count",
+        "300",
+        "--in-flight",
+        "16",
+        "--store",
+        text(&store)?,
+    ])?;
+    assert!(status.success(), "{stderr}");
+    let value: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(value.get("persistent"), Some(&serde_json::json!(true)));
+    assert_eq!(value.get("count"), Some(&serde_json::json!(300)));
+    assert!(value.get("msgs_per_sec").and_then(|v| v.as_f64()) > Some(0.0));
+    assert_eq!(queued(&store)?, Vec::<(String, u64)>::new());
+
+    let (status, _, stderr) = run(&["bench", "--count", "10", "--store", text(&store)?])?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("exists"), "{stderr}");
+    Ok(())
+}
+
+/// `bench --mode queue-memory` queues messages for an absent peer and reports a plausible
+/// figure: at least the payload, far below what a boxed message per entry would cost.
+#[test]
+fn queue_memory_bench_reports_bytes_per_message() -> TestResult {
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "--json",
+        "--mode",
+        "queue-memory",
+        "--size",
+        "64",
+        "--count",
+        "200000",
+    ])?;
+    assert!(status.success(), "{stderr}");
+    let value: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(value.get("count"), Some(&serde_json::json!(200000)));
+    let bytes = value
+        .get("bytes_per_message")
+        .and_then(|v| v.as_f64())
+        .ok_or("no bytes_per_message")?;
+    assert!((64.0..1000.0).contains(&bytes), "{bytes} B per message");
+    Ok(())
+}
