@@ -470,3 +470,32 @@ fn counts_and_numbering_survive_reopen() -> Result<(), Box<dyn std::error::Error
     assert!(store.push("a", record(1, Expiry::Never))? > last);
     Ok(())
 }
+
+/// Numbering continues after a restart whichever messages were removed: the newest alone,
+/// older ones only, or everything in several steps.
+#[test]
+fn numbering_survives_every_removal_pattern() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let mut highest = 0;
+    for round in 0..4u8 {
+        let mut store = open(&path)?;
+        let first = store.push("bob", record(round, Expiry::Never))?;
+        assert!(first > highest, "round {round}: {first} after {highest}");
+        let second = store.push("bob", record(round, Expiry::Never))?;
+        highest = second;
+        match round {
+            0 => assert_eq!(store.remove("bob", &[second])?, 1),
+            1 => assert_eq!(store.remove("bob", &[first])?, 1),
+            _ => {
+                let mut all = Vec::new();
+                store.read("bob", None, 100, &mut all)?;
+                let seqs: Vec<u64> = all.iter().map(|r| r.seq).collect();
+                assert_eq!(store.remove("bob", &seqs)?, seqs.len());
+            }
+        }
+        drop(store);
+        assert_eq!(open(&path)?.last_seq()?, Some(highest));
+    }
+    Ok(())
+}

@@ -45,8 +45,9 @@ pub(super) struct Writer<'a> {
     conn: &'a Connection,
     cache: &'a mut PeerCache,
     next_seq: u64,
-    /// Whether a message was removed (the highest sequence number may be gone).
-    removed: bool,
+    /// Whether the highest sequence number this store ever used may have been removed (then
+    /// `meta` must remember the next one; otherwise the open finds it in `messages`).
+    removed_highest: bool,
     /// Peers that received ids, trimmed once at the end.
     received_dirty: BTreeSet<i64>,
     received_limit: i64,
@@ -63,7 +64,7 @@ impl<'a> Writer<'a> {
             conn,
             cache,
             next_seq: start_seq,
-            removed: false,
+            removed_highest: false,
             received_dirty: BTreeSet::new(),
             received_limit,
         }
@@ -161,6 +162,8 @@ impl<'a> Writer<'a> {
             let Some(last) = chunk.last() else {
                 continue;
             };
+            let highest = self.next_seq.saturating_sub(1);
+            self.removed_highest |= chunk.contains(&highest);
             let mut values = Vec::with_capacity(SEQS_PER_STATEMENT + 1);
             values.push(id);
             values.extend(
@@ -231,6 +234,7 @@ impl<'a> Writer<'a> {
             self.conn
                 .prepare_cached("DELETE FROM messages WHERE peer = ?1 AND seq = ?2")?
                 .execute(params![id, record.seq])?;
+            self.removed_highest |= record.seq.saturating_add(1) >= self.next_seq;
             self.counts(id, -1, -(record.data.len() as i64));
             out.push((name, record));
         }
@@ -251,6 +255,8 @@ impl<'a> Writer<'a> {
         for (id, size) in &removed {
             self.counts(*id, -1, -size);
         }
+        // Which numbers went is not read back; rare (once per open), so assume the highest.
+        self.removed_highest |= !removed.is_empty();
         Ok(removed.len() as u64)
     }
 
@@ -259,7 +265,6 @@ impl<'a> Writer<'a> {
             row.messages = row.messages.saturating_add_signed(messages);
             row.bytes = row.bytes.saturating_add_signed(bytes);
         }
-        self.removed |= messages < 0;
     }
 
     /// Trims the received ids and, after removals, records the next sequence number;
@@ -271,9 +276,11 @@ impl<'a> Writer<'a> {
                 .prepare_cached("DELETE FROM received WHERE peer = ?1 AND n < ?2")?
                 .execute(params![id, next.saturating_sub(self.received_limit)])?;
         }
-        // Only a removal can take the highest number out of `messages`; until one does,
-        // the open finds it there, and a push need not write this page.
-        if self.removed && self.next_seq != self.cache.stored_next_seq {
+        // Only removing the highest number takes it out of `messages`; until then the open
+        // finds it there, and the commit need not write this page. (In a steady stream the
+        // removal of message n shares a commit with the push of n + 1, so it is not the
+        // highest any more.)
+        if self.removed_highest && self.next_seq != self.cache.stored_next_seq {
             self.conn
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'next_seq'")?
                 .execute([self.next_seq])?;
