@@ -147,7 +147,13 @@ impl Driver {
                         }
                     }
                 }
-                _ = wake.notified(), if self.peer.is_some() => {}
+                _ = wake.notified(), if self.peer.is_some() => {
+                    // New messages were queued. Let the other tasks that are ready run first:
+                    // when a group commit wakes many senders at once, each queues its message
+                    // before this driver writes, so they leave in one write instead of one
+                    // syscall (and one read and one ack at the peer) per message.
+                    tokio::task::yield_now().await;
+                }
                 Some(ids) = confirmed.recv() => {
                     self.confirmed(ids).await;
                     while let Ok(more) = confirmed.try_recv() {
