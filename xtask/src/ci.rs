@@ -26,6 +26,23 @@ fn extra_test_runs() -> Vec<Vec<String>> {
             .map(String::from)
             .to_vec(),
     );
+    // The conformance suite's million-message case for every backend (ignored in the
+    // default run for its ~2 minutes in a debug build).
+    runs.push(
+        [
+            "test",
+            "-p",
+            "snakemq-storage",
+            "--features",
+            "rocksdb",
+            "--test",
+            "conformance",
+            "--",
+            "--ignored",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     runs
 }
 
