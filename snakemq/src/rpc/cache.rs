@@ -1,0 +1,89 @@
+//! The server's bounded reply cache: a call delivered again (a re-send after a reconnect,
+//! or a duplicate on the wire) gets the first execution's reply instead of running twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// What the cache knows about a request.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    /// Running; a duplicate is dropped, the reply will follow.
+    Running,
+    /// Done; a duplicate gets this reply (message data) again.
+    Done(Bytes),
+}
+
+/// Request states keyed by (peer, request id), oldest evicted first.
+#[derive(Debug)]
+pub(crate) struct ReplyCache {
+    capacity: usize,
+    entries: HashMap<(Arc<str>, u64), Entry>,
+    order: VecDeque<(Arc<str>, u64)>,
+}
+
+impl ReplyCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        ReplyCache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The state of a request, if known.
+    pub(crate) fn get(&self, peer: &Arc<str>, id: u64) -> Option<&Entry> {
+        self.entries.get(&(peer.clone(), id))
+    }
+
+    /// Records a request as running.
+    pub(crate) fn start(&mut self, peer: Arc<str>, id: u64) {
+        let key = (peer, id);
+        if self.entries.insert(key.clone(), Entry::Running).is_none() {
+            self.order.push_back(key);
+        }
+        // A running entry may be evicted under heavy load; its duplicate would then run
+        // again, which the capacity (many times the in-flight bound) makes unlikely.
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+
+    /// Records the reply of a request that is still cached.
+    pub(crate) fn finish(&mut self, peer: &Arc<str>, id: u64, reply: Bytes) {
+        if let Some(entry) = self.entries.get_mut(&(peer.clone(), id)) {
+            *entry = Entry::Done(reply);
+        }
+    }
+
+    /// Forgets a request that did not run (refused as busy), so that a retry can run.
+    pub(crate) fn forget(&mut self, peer: &Arc<str>, id: u64) {
+        let key = (peer.clone(), id);
+        if self.entries.remove(&key).is_some() {
+            self.order.retain(|k| k != &key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_oldest_and_keeps_replies() {
+        let peer: Arc<str> = Arc::from("p");
+        let mut cache = ReplyCache::new(2);
+        cache.start(peer.clone(), 1);
+        cache.finish(&peer, 1, Bytes::from_static(b"one"));
+        cache.start(peer.clone(), 2);
+        assert!(matches!(cache.get(&peer, 1), Some(Entry::Done(b)) if b == "one"));
+        assert!(matches!(cache.get(&peer, 2), Some(Entry::Running)));
+        cache.start(peer.clone(), 3);
+        assert!(cache.get(&peer, 1).is_none());
+        cache.forget(&peer, 3);
+        assert!(cache.get(&peer, 3).is_none());
+    }
+}

@@ -1,0 +1,151 @@
+//! The caller's side: [`Client`] sends calls and signals and matches replies by request id.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::Inner;
+use super::envelope::{APPLICATION_ERROR, Envelope, Kind};
+use super::error::{RemoteError, RemoteErrorKind, RpcError};
+use crate::Message;
+
+/// An untyped client of one object on one peer; generated `<Trait>Client`s wrap it.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub(super) inner: Arc<Inner>,
+    pub(super) peer: Arc<str>,
+    pub(super) object: Arc<str>,
+    pub(super) deadline: Duration,
+    pub(super) signal_ttl: Option<Duration>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.peer)
+            .field("object", &self.object)
+            .field("deadline", &self.deadline)
+            .field("signal_ttl", &self.signal_ttl)
+            .finish()
+    }
+}
+
+/// Removes a pending call however the caller stops waiting (reply, deadline, or the
+/// caller's future dropped).
+struct Pending<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.inner.lock_pending().remove(&self.id);
+    }
+}
+
+impl Client {
+    /// The same client with another deadline for calls (a per-call override:
+    /// `client.with_deadline(d).method(..)`).
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        Client {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// The same client with another default TTL for signals (`None`: no expiry).
+    pub fn with_signal_ttl(&self, ttl: Option<Duration>) -> Self {
+        Client {
+            signal_ttl: ttl,
+            ..self.clone()
+        }
+    }
+
+    /// The peer called.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The object called.
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// The deadline of calls.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Calls `method` with an encoded argument message and waits for the reply: `Ok(Ok)`
+    /// carries the result message, `Ok(Err)` the method's application error message.
+    ///
+    /// # Errors
+    /// The deadline passed, too many calls are in flight, the server reported a failure,
+    /// or the call could not be queued.
+    pub async fn call(&self, method: &str, body: Bytes) -> Result<Result<Bytes, Bytes>, RpcError> {
+        let inner = &*self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = inner.lock_pending();
+            if pending.len() >= inner.config.max_calling {
+                return Err(RpcError::Busy);
+            }
+            pending.insert(id, (self.peer.clone(), tx));
+        }
+        let _pending = Pending { inner, id };
+        let mut call = Envelope::new(Kind::Call, id)
+            .target(&self.object, method)
+            .with_body(body);
+        call.deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        // The call expires from the queue with its deadline: a call nobody waits for must
+        // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
+        let ttl = self.deadline.max(Duration::from_secs(1));
+        let wait = async {
+            inner
+                .messaging
+                .send(&self.peer, Message::new(call.to_data()).ttl(ttl))
+                .await?;
+            rx.await.map_err(|_| RpcError::Shutdown)
+        };
+        let reply = tokio::time::timeout(self.deadline, wait)
+            .await
+            .map_err(|_| RpcError::Deadline)??;
+        match reply.kind() {
+            Some(Kind::ReplyOk) => Ok(Ok(reply.body)),
+            Some(Kind::ReplyErr) if reply.error == APPLICATION_ERROR => Ok(Err(reply.body)),
+            Some(Kind::ReplyErr) => Err(RpcError::Remote(RemoteError {
+                kind: RemoteErrorKind::from_code(reply.error),
+                detail: reply.detail,
+            })),
+            _ => Err(RpcError::Unexpected("a reply of an unknown kind")),
+        }
+    }
+
+    /// Sends a one-way `method` with an encoded argument message; returns once it is
+    /// queued. `ttl` overrides the client's signal TTL.
+    ///
+    /// # Errors
+    /// The signal could not be queued.
+    pub async fn signal(
+        &self,
+        method: &str,
+        body: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<(), RpcError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let signal = Envelope::new(Kind::Signal, id)
+            .target(&self.object, method)
+            .with_body(body);
+        let mut message = Message::new(signal.to_data());
+        if let Some(ttl) = ttl.or(self.signal_ttl) {
+            message = message.ttl(ttl);
+        }
+        self.inner.messaging.send(&self.peer, message).await?;
+        Ok(())
+    }
+}
