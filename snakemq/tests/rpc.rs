@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use snakemq::router::PrefixRouter;
-use snakemq::rpc::{Envelope, Kind, RemoteErrorKind, Rpc, RpcError};
+use snakemq::rpc::{Envelope, Kind, RemoteErrorKind, Rpc, RpcConfig, RpcError};
 use snakemq::{Event, Message, Messaging};
 use tokio::sync::mpsc;
 
@@ -57,6 +57,8 @@ pub trait Calculator {
 struct Calc {
     calls: AtomicUsize,
     log: mpsc::UnboundedSender<String>,
+    /// Signalled when `sleep` starts.
+    sleeping: tokio::sync::Notify,
 }
 
 impl Calculator for Calc {
@@ -95,6 +97,7 @@ impl Calculator for Calc {
         self.calls.fetch_add(1, Ordering::SeqCst) as u64 + 1
     }
     async fn sleep(&self, ms: u64) {
+        self.sleeping.notify_one();
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     async fn boom(&self) -> i32 {
@@ -145,6 +148,7 @@ async fn pair(name: &str) -> Result<Pair, Box<dyn std::error::Error>> {
     let calc = Arc::new(Calc {
         calls: AtomicUsize::new(0),
         log: tx,
+        sleeping: tokio::sync::Notify::new(),
     });
     server_rpc.serve("calc", CalculatorServer::from_arc(calc.clone()));
     pump(&server, &server_rpc, None);
@@ -346,5 +350,69 @@ async fn a_call_delivered_twice_runs_once() -> TestResult {
     assert_eq!(p.server_rpc.stats().duplicates, 1);
     raw.shutdown().await;
     p.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn in_flight_bounds_answer_busy() -> TestResult {
+    let endpoint = "memory:rpc-busy";
+    let server = Messaging::builder("server")
+        .listen(endpoint)
+        .start()
+        .await?;
+    let client = Messaging::builder("client")
+        .connect(endpoint)
+        .start()
+        .await?;
+    let mut server_config = RpcConfig::default();
+    server_config.max_serving = 1;
+    let server_rpc = Rpc::with_config(&server, server_config)?;
+    let client_rpc = Rpc::new(&client)?;
+    let (tx, _log) = mpsc::unbounded_channel();
+    let implementation = Arc::new(Calc {
+        calls: AtomicUsize::new(0),
+        log: tx,
+        sleeping: tokio::sync::Notify::new(),
+    });
+    server_rpc.serve("calc", CalculatorServer::from_arc(implementation.clone()));
+    pump(&server, &server_rpc, None);
+    pump(&client, &client_rpc, None);
+    let calc =
+        CalculatorClient::new(&client_rpc, "server", "calc").with_deadline(Duration::from_secs(10));
+
+    // One slow call occupies the server's only slot; the next is refused as busy.
+    let slow = tokio::spawn({
+        let calc = calc.clone();
+        async move { calc.sleep(60_000).await }
+    });
+    implementation.sleeping.notified().await;
+    assert_eq!(
+        remote_kind(calc.add(1, 1).await),
+        Some(RemoteErrorKind::Busy)
+    );
+    assert_eq!(server_rpc.stats().busy, 1);
+    slow.abort();
+
+    // A caller whose replies never reach it (no event loop hands them over) and that
+    // allows one call waiting: with one call pending, the next fails at once, locally.
+    let mut one = RpcConfig::default();
+    one.max_calling = 1;
+    let deaf = Rpc::with_config(&client, one)?;
+    let deaf_calc = CalculatorClient::new(&deaf, "server", "calc");
+    let pending = tokio::spawn({
+        let calc = deaf_calc.with_deadline(Duration::from_secs(10));
+        async move { calc.add(1, 2).await }
+    });
+    // The spawned call registers itself before its first await: one yield lets it.
+    tokio::task::yield_now().await;
+    let probe = deaf_calc
+        .with_deadline(Duration::from_millis(50))
+        .add(3, 4)
+        .await;
+    let local = matches!(probe, Err(RpcError::Busy));
+    assert!(local, "the caller never refused a call locally");
+    pending.abort();
+    client.shutdown().await;
+    server.shutdown().await;
     Ok(())
 }
