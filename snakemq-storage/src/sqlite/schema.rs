@@ -213,7 +213,53 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StorageError> {
             path.display()
         )));
     }
+    prefill_wal(path).map_err(|source| StorageError::Io {
+        path: wal_path(path),
+        source,
+    })?;
     Ok(conn)
+}
+
+/// Bytes of zeros laid down as the write-ahead log of a store that has none: a little more
+/// than the log reaches before SQLite's automatic checkpoint (1000 pages) starts it over.
+const WAL_PREFILL: usize = 4608 * 1024;
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
+/// Gives a store opened without a write-ahead log (new, or closed cleanly, which deletes
+/// it) one made of written zeros.
+///
+/// Why: until its first checkpoint, SQLite appends to the log, and on ext4 an fsync after
+/// a 4 KiB append that allocates a block costs a journal commit (about 3.5 ms here) where
+/// an fsync after overwriting allocated blocks costs about 0.25 ms; so a freshly opened
+/// store committed ten times slower for its first thousand commits. SQLite reads a log
+/// whose header is not valid as empty and writes from its start, so it overwrites these
+/// zeros. A log that already holds something (left by a crash) is never touched: SQLite
+/// has just recovered it.
+fn prefill_wal(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+
+    let wal = wal_path(path);
+    match std::fs::metadata(&wal) {
+        Ok(meta) if meta.len() > 0 => return Ok(()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&wal)?;
+    let zeros = vec![0u8; 64 * 1024];
+    for _ in 0..WAL_PREFILL / zeros.len() {
+        file.write_all(&zeros)?;
+    }
+    file.sync_all()
 }
 
 fn check_or_create(conn: &Connection, path: &Path) -> Result<(), StorageError> {
