@@ -351,3 +351,47 @@ fn queue_memory_bench_reports_bytes_per_message() -> TestResult {
     assert!((64.0..1000.0).contains(&bytes), "{bytes} B per message");
     Ok(())
 }
+
+/// With the `rocksdb` feature: persistent messages through a RocksDB store (the bench
+/// empties it), and a damaged RocksDB directory is one line and exit 1.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_store_from_the_command_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("bench.rocks");
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "--json",
+        "--count",
+        "300",
+        "--in-flight",
+        "16",
+        "--store-backend",
+        "rocksdb",
+        "--store",
+        text(&store)?,
+    ])?;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("\"persistent\":true"), "{stdout}");
+    let (status, listing, stderr) = run(&[
+        "queue",
+        text(&store)?,
+        "--store-backend",
+        "rocksdb",
+        "--json",
+    ])?;
+    assert!(status.success(), "{stderr}");
+    let value: serde_json::Value = serde_json::from_str(listing.trim())?;
+    assert_eq!(
+        value.get("peers"),
+        Some(&serde_json::json!([])),
+        "{listing}"
+    );
+
+    std::fs::write(store.join("CURRENT"), b"MANIFEST-999999\n")?;
+    let (status, _, stderr) = run(&["queue", text(&store)?, "--store-backend", "rocksdb"])?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("bench.rocks"), "{stderr}");
+    Ok(())
+}
