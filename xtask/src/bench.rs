@@ -345,12 +345,7 @@ fn run_harness_inner(
         command.args([size.to_string(), count.to_string()]);
     }
     let output = util::run_with_timeout(&mut command, RUN_TIMEOUT, false)?;
-    let line = output
-        .stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('{'))
+    let line = last_json_line(&output.stdout)
         .ok_or_else(|| format!("no JSON line in the output of {}", first.display()))?;
     let rate =
         json_number(line, "msgs_per_sec").ok_or_else(|| format!("no msgs_per_sec in `{line}`"))?;
@@ -359,6 +354,15 @@ fn run_harness_inner(
     } else {
         Err(format!("implausible msgs_per_sec in `{line}`"))
     }
+}
+
+/// The last line of a harness's output that looks like a JSON object (its result).
+pub(crate) fn last_json_line(stdout: &str) -> Option<&str> {
+    stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('{'))
 }
 
 /// The number after `"key":` in a flat JSON object; enough for the harnesses' one-line output.

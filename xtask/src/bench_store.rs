@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::bench::{group_digits, json_number, median};
+use crate::bench::{group_digits, json_number, last_json_line, median};
 use crate::util;
 
 /// A harness run must finish within this, or it counts as failed.
@@ -310,12 +310,7 @@ fn command(
 /// Runs a harness and reads `field` from its JSON line.
 fn figure(command: &mut Command, field: &str) -> Result<f64, String> {
     let output = util::run_with_timeout(command, RUN_TIMEOUT, false)?;
-    let line = output
-        .stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('{'))
+    let line = last_json_line(&output.stdout)
         .ok_or_else(|| format!("no JSON line in `{}`", util::describe(command)))?;
     match json_number(line, field) {
         Some(value) if value.is_finite() && value > 0.0 => Ok(value),

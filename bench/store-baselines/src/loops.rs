@@ -28,6 +28,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// Removes an SQLite database and its side files (log, shared memory, journal).
+fn sqlite_cleanup(path: &Path) -> Cleanup {
+    let side = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    Cleanup(vec![
+        path.to_owned(),
+        side("-wal"),
+        side("-shm"),
+        side("-journal"),
+    ])
+}
+
 /// A path in `dir` that does not exist yet, named after this process so parallel runs in
 /// one directory do not collide. `dir` itself must exist: the point is to measure *that*
 /// file system, so a typo should fail rather than silently create a directory elsewhere.
@@ -81,17 +96,7 @@ const EXPIRY: i64 = 1_900_000_000_000;
 /// with like.
 pub(crate) fn rusqlite_loop(dir: &Path, count: usize, size: usize, batch: usize) -> Outcome {
     let path = fresh_path(dir, "db")?;
-    let side = |suffix: &str| {
-        let mut name = path.clone().into_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let _cleanup = Cleanup(vec![
-        path.clone(),
-        side("-wal"),
-        side("-shm"),
-        side("-journal"),
-    ]);
+    let _cleanup = sqlite_cleanup(&path);
     let err = at(&path);
 
     let mut conn = Connection::open_with_flags(
@@ -161,12 +166,7 @@ pub(crate) fn sqlite_store_loop(dir: &Path, count: usize, size: usize, batch: us
     use snakemq_storage::{Expiry, QueueStore, Record, SqliteOptions, SqliteStore, WriteBatch};
 
     let path = fresh_path(dir, "db")?;
-    let side = |suffix: &str| {
-        let mut name = path.clone().into_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let _cleanup = Cleanup(vec![path.clone(), side("-wal"), side("-shm")]);
+    let _cleanup = sqlite_cleanup(&path);
     let err = at(&path);
     let mut store = SqliteStore::open(&path, SqliteOptions::default()).map_err(&err)?;
     let peer: std::sync::Arc<str> = "bob".into();
