@@ -20,6 +20,12 @@ pub(crate) enum Conv {
     /// A user message stored as `Option<T>` (how prost holds a message field); absent on
     /// the wire means the default value, as in protobuf.
     Message,
+    /// `Vec` of narrow integers stored as `Vec` of the wide type, each element checked when
+    /// decoding.
+    NarrowVec,
+    /// `Option` of a narrow integer stored as `Option` of the wide type, checked when
+    /// decoding.
+    NarrowOption,
 }
 
 /// The prost field for one signature type.
@@ -39,6 +45,15 @@ impl Mapping {
             Conv::Same => value,
             Conv::Narrow => quote!(::core::convert::From::from(#value)),
             Conv::Message => quote!(::core::option::Option::Some(#value)),
+            Conv::NarrowVec => quote!(::core::iter::Iterator::collect(
+                ::core::iter::Iterator::map(
+                    ::core::iter::IntoIterator::into_iter(#value),
+                    ::core::convert::From::from,
+                )
+            )),
+            Conv::NarrowOption => {
+                quote!(::core::option::Option::map(#value, ::core::convert::From::from))
+            }
         }
     }
 
@@ -54,12 +69,24 @@ impl Mapping {
                     ::core::option::Option::unwrap_or_default(#value)
                 ))
             }
+            Conv::NarrowVec => quote!(::core::iter::Iterator::collect::<
+                ::core::result::Result<::std::vec::Vec<_>, ::snakemq::__private::WireError>,
+            >(::core::iter::Iterator::map(
+                ::core::iter::IntoIterator::into_iter(#value),
+                |__v| ::snakemq::__private::narrow(__v, #name),
+            ))),
+            Conv::NarrowOption => quote!(::core::option::Option::transpose(
+                ::core::option::Option::map(#value, |__v| ::snakemq::__private::narrow(
+                    __v, #name
+                ))
+            )),
         }
     }
 }
 
 const SUPPORTED: &str = "supported RPC types: i8..i64, u8..u64, f32, f64, bool, String, Vec<u8>, \
-     Bytes, Vec<T>, Option<T> and user types deriving prost::Message";
+     Bytes, Vec<T>, Option<T>, HashMap<K, V>, BTreeMap<K, V> and user types deriving \
+     prost::Message";
 
 /// The prost scalar for a plain type name, and whether it is a narrow integer.
 fn scalar(name: &str) -> Option<(&'static str, Option<&'static str>)> {
@@ -106,35 +133,93 @@ fn unsupported(ty: &Type, why: &str) -> syn::Error {
     syn::Error::new_spanned(ty, format!("{why}; {SUPPORTED}"))
 }
 
-/// The element kind for a type inside `Vec<..>` or `Option<..>`: the prost kind and
-/// whether it is a message.
-fn inner_kind(ty: &Type) -> syn::Result<TokenStream> {
+/// The element of a `Vec<..>` or `Option<..>`: the prost kind, and the wide type when the
+/// element is a narrow integer stored widened.
+struct Inner {
+    kind: TokenStream,
+    wide: Option<syn::Ident>,
+}
+
+/// The element kind for a type inside `Vec<..>` or `Option<..>`.
+fn inner_kind(ty: &Type) -> syn::Result<Inner> {
     let Some((name, args, other)) = path_parts(ty) else {
         return Err(unsupported(ty, "unsupported type in an RPC signature"));
     };
     if other {
         return Err(unsupported(ty, "unsupported type in an RPC signature"));
     }
+    let plain = |kind| Ok(Inner { kind, wide: None });
     if args.is_empty() {
         if let Some((kind, narrow)) = scalar(&name) {
-            if narrow.is_some() {
-                return Err(unsupported(
-                    ty,
-                    "8- and 16-bit integers are supported only as plain arguments and results",
-                ));
-            }
             let kind = syn::Ident::new(kind, ty.span());
-            return Ok(quote!(#kind));
+            return Ok(Inner {
+                kind: quote!(#kind),
+                wide: narrow.map(|wide| syn::Ident::new(wide, ty.span())),
+            });
+        }
+        if name == "usize" || name == "isize" {
+            return Err(unsupported(
+                ty,
+                "usize and isize differ between peers, use u64 or i64",
+            ));
         }
         if name == "Bytes" {
-            return Ok(quote!(bytes = "bytes"));
+            return plain(quote!(bytes = "bytes"));
         }
-        return Ok(quote!(message));
+        return plain(quote!(message));
     }
     if name == "Vec" && args.len() == 1 && args.first().is_some_and(|t| is_u8(t)) {
-        return Ok(quote!(bytes = "vec"));
+        return plain(quote!(bytes = "vec"));
     }
-    Err(unsupported(ty, "unsupported type nested in Vec or Option"))
+    Err(unsupported(
+        ty,
+        "unsupported type nested in Vec or Option (only one level of nesting has a \
+         protobuf form)",
+    ))
+}
+
+/// The prost kind of a map key: integers (32 and 64 bits), bool and String.
+fn map_key(ty: &Type) -> syn::Result<&'static str> {
+    match path_parts(ty) {
+        Some((name, args, false)) if args.is_empty() => match scalar(&name) {
+            Some((kind, None)) if kind != "float" && kind != "double" => Ok(kind),
+            _ => Err(unsupported(
+                ty,
+                "a map key must be i32, i64, u32, u64, bool or String",
+            )),
+        },
+        _ => Err(unsupported(
+            ty,
+            "a map key must be i32, i64, u32, u64, bool or String",
+        )),
+    }
+}
+
+/// The prost kind of a map value: a 32/64-bit scalar, String, `Vec<u8>` or a message.
+fn map_value(ty: &Type) -> syn::Result<&'static str> {
+    let refuse = |why: &str| Err(unsupported(ty, why));
+    match path_parts(ty) {
+        Some((name, args, false)) if args.is_empty() => match scalar(&name) {
+            Some((kind, None)) => Ok(kind),
+            Some((_, Some(_))) => refuse(
+                "8- and 16-bit integers cannot be map values (prost stores map values as \
+                 they are), use i32 or u32",
+            ),
+            None if name == "Bytes" => refuse("a map value holds bytes as Vec<u8>, not Bytes"),
+            None if name == "usize" || name == "isize" => {
+                refuse("usize and isize differ between peers, use u64 or i64")
+            }
+            None => Ok("message"),
+        },
+        Some((name, args, false)) if name == "Vec" && args.len() == 1 => {
+            if args.first().is_some_and(|t| is_u8(t)) {
+                Ok("bytes")
+            } else {
+                refuse("a map value cannot be a Vec (other than Vec<u8>)")
+            }
+        }
+        _ => refuse("unsupported map value type"),
+    }
 }
 
 fn is_u8(ty: &Type) -> bool {
@@ -195,11 +280,18 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
             conv: Conv::Same,
         }),
         ("Vec", [inner]) => {
-            let kind = inner_kind(inner)?;
-            Ok(Mapping {
-                attr: quote!(#kind, repeated),
-                stored,
-                conv: Conv::Same,
+            let Inner { kind, wide } = inner_kind(inner)?;
+            Ok(match wide {
+                None => Mapping {
+                    attr: quote!(#kind, repeated),
+                    stored,
+                    conv: Conv::Same,
+                },
+                Some(wide) => Mapping {
+                    attr: quote!(#kind, repeated),
+                    stored: quote!(::std::vec::Vec<#wide>),
+                    conv: Conv::NarrowVec,
+                },
             })
         }
         ("Option", [inner]) => {
@@ -210,9 +302,31 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
                     "Option<Vec<T>> has no protobuf form, use Vec<T>",
                 ));
             }
-            let kind = inner_kind(inner)?;
+            let Inner { kind, wide } = inner_kind(inner)?;
+            Ok(match wide {
+                None => Mapping {
+                    attr: quote!(#kind, optional),
+                    stored,
+                    conv: Conv::Same,
+                },
+                Some(wide) => Mapping {
+                    attr: quote!(#kind, optional),
+                    stored: quote!(::core::option::Option<#wide>),
+                    conv: Conv::NarrowOption,
+                },
+            })
+        }
+        ("HashMap" | "BTreeMap", [key, value]) => {
+            // prost's own attribute: `map = "string, int64"` for a HashMap, `btree_map`
+            // for a BTreeMap; the field keeps the type exactly as the user wrote it.
+            let spec = format!("{}, {}", map_key(key)?, map_value(value)?);
+            let attr = if name == "HashMap" {
+                quote!(map = #spec)
+            } else {
+                quote!(btree_map = #spec)
+            };
             Ok(Mapping {
-                attr: quote!(#kind, optional),
+                attr,
                 stored,
                 conv: Conv::Same,
             })
