@@ -1,0 +1,7 @@
+#[snakemq::service]
+pub trait Logger {
+    #[signal]
+    async fn log(&self, line: String) -> bool;
+}
+
+fn main() {}
