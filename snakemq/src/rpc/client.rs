@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::Inner;
 use super::envelope::{APPLICATION_ERROR, Envelope, Kind};
 use super::error::{RemoteError, RemoteErrorKind, RpcError};
+use super::{Inner, PendingCall};
 use crate::Message;
 
 /// An untyped client of one object on one peer; generated `<Trait>Client`s wrap it.
@@ -21,6 +21,7 @@ pub struct Client {
     pub(super) object: Arc<str>,
     pub(super) deadline: Duration,
     pub(super) signal_ttl: Option<Duration>,
+    pub(super) persistent_signals: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -30,6 +31,7 @@ impl std::fmt::Debug for Client {
             .field("object", &self.object)
             .field("deadline", &self.deadline)
             .field("signal_ttl", &self.signal_ttl)
+            .field("persistent_signals", &self.persistent_signals)
             .finish()
     }
 }
@@ -43,7 +45,7 @@ struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.inner.lock_pending().remove(&self.id);
+        self.inner.lock_calls().pending.remove(&self.id);
     }
 }
 
@@ -61,6 +63,16 @@ impl Client {
     pub fn with_signal_ttl(&self, ttl: Option<Duration>) -> Self {
         Client {
             signal_ttl: ttl,
+            ..self.clone()
+        }
+    }
+
+    /// The same client sending signals as persistent messages
+    /// ([`Message::persistent`]): with a durable store on this side's messaging they
+    /// survive a restart of this process until delivered or expired.
+    pub fn with_persistent_signals(&self, persistent: bool) -> Self {
+        Client {
+            persistent_signals: persistent,
             ..self.clone()
         }
     }
@@ -90,25 +102,36 @@ impl Client {
         let inner = &*self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = inner.lock_pending();
-            if pending.len() >= inner.config.max_calling {
-                return Err(RpcError::Busy);
-            }
-            pending.insert(id, (self.peer.clone(), tx));
-        }
-        let _pending = Pending { inner, id };
         let mut call = Envelope::new(Kind::Call, id)
             .target(&self.object, method)
             .with_body(body);
         call.deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        let data = call.to_data();
+        {
+            let mut calls = inner.lock_calls();
+            if calls.pending.len() >= inner.config.max_calling {
+                return Err(RpcError::Busy);
+            }
+            let on_link = calls.connected.contains(&self.peer);
+            calls.pending.insert(
+                id,
+                PendingCall {
+                    peer: self.peer.clone(),
+                    reply: tx,
+                    data: data.clone(),
+                    expires: tokio::time::Instant::now() + self.deadline,
+                    on_link,
+                },
+            );
+        }
+        let _pending = Pending { inner, id };
         // The call expires from the queue with its deadline: a call nobody waits for must
         // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
         let ttl = self.deadline.max(Duration::from_secs(1));
         let wait = async {
             inner
                 .messaging
-                .send(&self.peer, Message::new(call.to_data()).ttl(ttl))
+                .send(&self.peer, Message::new(data).ttl(ttl))
                 .await?;
             rx.await.map_err(|_| RpcError::Shutdown)
         };
@@ -127,7 +150,8 @@ impl Client {
     }
 
     /// Sends a one-way `method` with an encoded argument message; returns once it is
-    /// queued. `ttl` overrides the client's signal TTL.
+    /// queued. `ttl` overrides the client's signal TTL: a signal that cannot be delivered
+    /// within it is dropped and reported by messaging as [`crate::Event::Dropped`].
     ///
     /// # Errors
     /// The signal could not be queued.
@@ -144,6 +168,9 @@ impl Client {
         let mut message = Message::new(signal.to_data());
         if let Some(ttl) = ttl.or(self.signal_ttl) {
             message = message.ttl(ttl);
+        }
+        if self.persistent_signals {
+            message = message.persistent();
         }
         self.inner.messaging.send(&self.peer, message).await?;
         Ok(())

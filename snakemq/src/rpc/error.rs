@@ -49,8 +49,11 @@ pub enum RemoteErrorKind {
     Panic,
     /// The handler did not finish before the call's deadline.
     Deadline,
-    /// The server had as many calls in flight as it allows.
+    /// The server had as many calls in flight as it allows (overall, for this peer, or
+    /// a load-shed layer refused the call).
     Busy,
+    /// A layer or service around the object failed (the details carry its error chain).
+    Failed,
     /// A code this version does not know (a newer peer).
     Other(u32),
 }
@@ -65,6 +68,7 @@ impl RemoteErrorKind {
             RemoteErrorKind::Panic => 4,
             RemoteErrorKind::Deadline => 5,
             RemoteErrorKind::Busy => 6,
+            RemoteErrorKind::Failed => 8,
             RemoteErrorKind::Other(code) => code,
         }
     }
@@ -79,6 +83,7 @@ impl RemoteErrorKind {
             4 => RemoteErrorKind::Panic,
             5 => RemoteErrorKind::Deadline,
             6 => RemoteErrorKind::Busy,
+            8 => RemoteErrorKind::Failed,
             other => RemoteErrorKind::Other(other),
         }
     }
@@ -93,6 +98,7 @@ impl fmt::Display for RemoteErrorKind {
             RemoteErrorKind::Panic => f.write_str("the handler panicked"),
             RemoteErrorKind::Deadline => f.write_str("the handler missed the deadline"),
             RemoteErrorKind::Busy => f.write_str("the server is busy"),
+            RemoteErrorKind::Failed => f.write_str("the service failed"),
             RemoteErrorKind::Other(code) => write!(f, "remote error {code}"),
         }
     }
@@ -105,7 +111,8 @@ impl fmt::Display for RemoteErrorKind {
 pub struct RemoteError {
     /// What kind of failure.
     pub kind: RemoteErrorKind,
-    /// The remote error chain or panic message, if the server sends details.
+    /// The remote error chain (`caused by:` lines) or panic message, if the server sends
+    /// details.
     pub detail: String,
 }
 

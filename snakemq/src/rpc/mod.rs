@@ -60,21 +60,26 @@ mod error;
 #[doc(hidden)]
 pub mod private;
 mod server;
+mod service;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
+use tower::util::BoxCloneService;
+use tower::{BoxError, Layer, Service, ServiceExt};
 
 pub use client::Client;
 pub use envelope::{APPLICATION_ERROR, Envelope, Kind, PREFIX};
 pub use error::{RemoteError, RemoteErrorKind, RpcError, WireError};
 pub use server::{DispatchError, Handled, HandlerFuture, Serve};
+pub use service::{HandlerPanic, ObjectService, RpcRequest, ServiceFuture, error_chain};
 
 use crate::router::PrefixRouter;
-use crate::{Event, Messaging, ReceivedMessage};
+use crate::{Event, Message, Messaging, ReceivedMessage};
 
 /// Settings of an [`Rpc`] handle.
 #[derive(Debug, Clone)]
@@ -88,6 +93,9 @@ pub struct RpcConfig {
     /// Calls and signals this side may run at once (default 256); more are answered with
     /// a remote `Busy` error.
     pub max_serving: usize,
+    /// Calls and signals this side may run at once for one peer (default 64), so that one
+    /// peer cannot take every place of `max_serving`; more are answered with `Busy`.
+    pub max_serving_per_peer: usize,
     /// Replies remembered per (peer, request id) so a call delivered twice runs once
     /// (default 4096).
     pub reply_cache: usize,
@@ -103,6 +111,7 @@ impl Default for RpcConfig {
             deadline: Duration::from_secs(30),
             max_calling: 1024,
             max_serving: 256,
+            max_serving_per_peer: 64,
             reply_cache: 4096,
             reply_ttl: Duration::from_secs(60),
             send_details: true,
@@ -132,29 +141,62 @@ struct Counters {
     served: AtomicU64,
 }
 
-type PendingMap = HashMap<u64, (Arc<str>, oneshot::Sender<Envelope>)>;
+/// A call waiting for its reply.
+struct PendingCall {
+    peer: Arc<str>,
+    reply: oneshot::Sender<Envelope>,
+    /// The call's message data, sent again after a reconnect.
+    data: Bytes,
+    /// When the caller stops waiting.
+    expires: tokio::time::Instant,
+    /// Whether it went out while the peer was connected: then the connection may have
+    /// dropped after the server took it, and it is sent again when the peer is back.
+    on_link: bool,
+}
+
+/// Calls waiting for replies and the peers connected now (one lock: a call and a
+/// reconnect must see each other in one order).
+#[derive(Default)]
+struct Calls {
+    pending: HashMap<u64, PendingCall>,
+    connected: HashSet<Arc<str>>,
+}
+
+/// Places taken by running calls, overall and per peer.
+#[derive(Default)]
+struct Serving {
+    total: usize,
+    per_peer: HashMap<Arc<str>, usize>,
+}
+
+/// A served object: its tower service, type-erased.
+type ObjectHandle = BoxCloneService<RpcRequest, Handled, BoxError>;
 
 struct Inner {
     messaging: Messaging,
     config: RpcConfig,
     runtime: tokio::runtime::Handle,
-    servers: Mutex<HashMap<Arc<str>, Arc<dyn Serve>>>,
-    pending: Mutex<PendingMap>,
+    servers: Mutex<HashMap<Arc<str>, ObjectHandle>>,
+    calls: Mutex<Calls>,
     cache: Mutex<cache::ReplyCache>,
     next_id: AtomicU64,
-    serving: AtomicUsize,
+    serving: Mutex<Serving>,
     stats: Counters,
 }
 
 impl Inner {
     // A panic while holding one of these locks cannot leave the maps half-updated (every
     // critical section is a single map operation), so a poisoned lock is used as is.
-    fn lock_servers(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<dyn Serve>>> {
+    fn lock_servers(&self) -> MutexGuard<'_, HashMap<Arc<str>, ObjectHandle>> {
         self.servers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, PendingMap> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_calls(&self) -> MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_serving(&self) -> MutexGuard<'_, Serving> {
+        self.serving.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_cache(&self) -> MutexGuard<'_, cache::ReplyCache> {
@@ -207,24 +249,75 @@ impl Rpc {
                 config,
                 runtime,
                 servers: Mutex::new(HashMap::new()),
-                pending: Mutex::new(HashMap::new()),
+                calls: Mutex::new(Calls::default()),
                 next_id: AtomicU64::new(first_id),
-                serving: AtomicUsize::new(0),
+                serving: Mutex::new(Serving::default()),
                 stats: Counters::default(),
             }),
         })
     }
 
-    /// Registers `server` under `object`, replacing (and returning) a previous one.
-    pub fn serve(&self, object: &str, server: impl Serve) -> Option<Arc<dyn Serve>> {
-        self.inner
-            .lock_servers()
-            .insert(Arc::from(object), Arc::new(server))
+    /// Registers `server` (a generated `<Trait>Server`) under `object`, replacing a
+    /// previous one; returns whether one was replaced.
+    pub fn serve(&self, object: &str, server: impl Serve) -> bool {
+        self.serve_service(object, ObjectService::new(server))
     }
 
-    /// Removes the object registered under `object`.
-    pub fn unserve(&self, object: &str) -> Option<Arc<dyn Serve>> {
-        self.inner.lock_servers().remove(object)
+    /// Registers `server` under `object` wrapped in a tower layer: every call to the
+    /// object goes through it. Errors of tower's own layers come back to callers typed:
+    /// a load-shed refusal as [`RemoteErrorKind::Busy`], a timeout as
+    /// [`RemoteErrorKind::Deadline`]; any other layer error as [`RemoteErrorKind::Failed`]
+    /// with its error chain.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[snakemq::service]
+    /// # pub trait Echo { async fn echo(&self, s: String) -> String; }
+    /// # struct E;
+    /// # impl Echo for E { async fn echo(&self, s: String) -> String { s } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let m = snakemq::Messaging::builder("s").start().await?;
+    /// # let rpc = snakemq::rpc::Rpc::new(&m)?;
+    /// let layers = tower::ServiceBuilder::new()
+    ///     .load_shed()
+    ///     .concurrency_limit(8)
+    ///     .timeout(Duration::from_secs(2));
+    /// rpc.serve_with("echo", EchoServer::new(E), layers);
+    /// # m.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve_with<L>(&self, object: &str, server: impl Serve, layer: L) -> bool
+    where
+        L: Layer<ObjectService>,
+        L::Service: Service<RpcRequest, Response = Handled> + Clone + Send + 'static,
+        <L::Service as Service<RpcRequest>>::Error: Into<BoxError>,
+        <L::Service as Service<RpcRequest>>::Future: Send + 'static,
+    {
+        self.serve_service(object, layer.layer(ObjectService::new(server)))
+    }
+
+    /// Registers any tower service under `object` (build one around an
+    /// [`ObjectService`], or answer [`RpcRequest`]s directly); returns whether one was
+    /// replaced. The service is cloned for each call, so a layer's shared state (a
+    /// concurrency limit's permits) is shared by all calls.
+    pub fn serve_service<S>(&self, object: &str, service: S) -> bool
+    where
+        S: Service<RpcRequest, Response = Handled> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let handle = BoxCloneService::new(service.map_err(Into::into));
+        self.inner
+            .lock_servers()
+            .insert(Arc::from(object), handle)
+            .is_some()
+    }
+
+    /// Removes the object registered under `object`; returns whether there was one.
+    pub fn unserve(&self, object: &str) -> bool {
+        self.inner.lock_servers().remove(object).is_some()
     }
 
     /// An untyped client of `object` on `peer` (generated clients wrap one).
@@ -235,21 +328,79 @@ impl Rpc {
             object: Arc::from(object),
             deadline: self.inner.config.deadline,
             signal_ttl: None,
+            persistent_signals: false,
         }
     }
 
     /// Handles an event if it is an RPC message; returns whether it was one.
+    ///
+    /// It also follows [`Event::Connected`] and [`Event::Disconnected`] (returning false
+    /// for them): a call that went out while its peer was connected is sent again, with
+    /// the same request id, when the peer connects again, because the server may have
+    /// taken it and then lost it (a restart in the middle of the call). The server runs
+    /// it if it never finished it and answers from its reply cache if it did.
     pub fn dispatch(&self, event: &Event) -> bool {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
                 self.handle(from.clone(), message);
                 true
             }
+            Event::Connected { peer, .. } => {
+                self.peer_connected(peer);
+                false
+            }
+            Event::Disconnected { peer, .. } => {
+                self.peer_disconnected(peer);
+                false
+            }
             _ => false,
         }
     }
 
-    /// Adds the route for RPC messages to a router.
+    /// What [`Rpc::dispatch`] does for [`Event::Disconnected`]: calls to `peer` from now
+    /// on wait in messaging's queue until it is back.
+    pub fn peer_disconnected(&self, peer: &str) {
+        self.inner.lock_calls().connected.remove(peer);
+    }
+
+    /// What [`Rpc::dispatch`] does for [`Event::Connected`]: sends calls to `peer` that
+    /// may have been lost with the previous connection again. Call it when routing with
+    /// [`Rpc::route`] (the router sees received messages only).
+    pub fn peer_connected(&self, peer: &Arc<str>) {
+        let now = tokio::time::Instant::now();
+        let again: Vec<(Bytes, Duration)> = {
+            let mut calls = self.inner.lock_calls();
+            calls.connected.insert(peer.clone());
+            calls
+                .pending
+                .values_mut()
+                .filter(|call| call.peer == *peer)
+                .filter_map(|call| {
+                    // Calls queued while the peer was away go out on this connection by
+                    // messaging's queue; from now on they are on the link too.
+                    let resend = std::mem::replace(&mut call.on_link, true);
+                    let left = call.expires.saturating_duration_since(now);
+                    (resend && !left.is_zero()).then(|| (call.data.clone(), left))
+                })
+                .collect()
+        };
+        for (data, left) in again {
+            tracing::debug!(%peer, "rpc call sent again after a reconnect");
+            let messaging = self.inner.messaging.clone();
+            let peer = peer.clone();
+            let ttl = left.max(Duration::from_secs(1));
+            self.inner.runtime.spawn(async move {
+                if let Err(error) = messaging.send(&peer, Message::new(data).ttl(ttl)).await {
+                    tracing::warn!(%peer, %error, "rpc call not sent again");
+                }
+            });
+        }
+    }
+
+    /// Adds the route for RPC messages to a router. A router sees received messages
+    /// only: hand connection events to [`Rpc::dispatch`] as well (or call
+    /// [`Rpc::peer_connected`] and [`Rpc::peer_disconnected`]) so that calls lost with a
+    /// connection are sent again.
     pub fn route(&self, router: PrefixRouter) -> PrefixRouter {
         let rpc = self.clone();
         router.route(PREFIX, move |from, message| {
@@ -278,14 +429,15 @@ impl Rpc {
             Some(Kind::Call) => server::incoming(&self.inner, from, envelope, false),
             Some(Kind::Signal) => server::incoming(&self.inner, from, envelope, true),
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
-                let mut pending = self.inner.lock_pending();
+                let mut calls = self.inner.lock_calls();
                 // Only the peer that was called may answer a call.
-                if pending
+                if calls
+                    .pending
                     .get(&envelope.id)
-                    .is_some_and(|(peer, _)| *peer == from)
+                    .is_some_and(|call| call.peer == from)
                 {
-                    if let Some((_, tx)) = pending.remove(&envelope.id) {
-                        let _ = tx.send(envelope);
+                    if let Some(call) = calls.pending.remove(&envelope.id) {
+                        let _ = call.reply.send(envelope);
                     }
                 }
             }

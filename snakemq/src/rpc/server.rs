@@ -1,4 +1,5 @@
-//! The server side: the [`Serve`] trait generated adaptors implement, and running calls.
+//! The server side: the [`Serve`] trait generated adaptors implement, in-flight bounds,
+//! the reply cache, and running calls through the object's tower service.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,10 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use tower::{Service, ServiceExt};
+
 use super::Inner;
 use super::cache::Entry;
 use super::envelope::{APPLICATION_ERROR, Envelope, Kind};
 use super::error::{RemoteErrorKind, WireError};
+use super::service::{RpcRequest, classify};
 use crate::Message;
 
 /// What a handler produced.
@@ -48,12 +52,42 @@ pub trait Serve: Send + Sync + 'static {
     fn call(&self, method: &str, body: Bytes) -> Result<HandlerFuture, DispatchError>;
 }
 
-/// Decrements the in-flight count however a call ends.
-struct Slot(Arc<Inner>);
+/// One place among the calls that run: counted overall and for the calling peer, and
+/// given back however a call ends.
+pub(super) struct Slot {
+    inner: Arc<Inner>,
+    peer: Arc<str>,
+}
+
+impl Slot {
+    /// A place for a call from `peer`, if both bounds allow one.
+    fn acquire(inner: &Arc<Inner>, peer: &Arc<str>) -> Option<Slot> {
+        let mut serving = inner.lock_serving();
+        let per_peer = serving.per_peer.get(peer).copied().unwrap_or(0);
+        if serving.total >= inner.config.max_serving
+            || per_peer >= inner.config.max_serving_per_peer
+        {
+            return None;
+        }
+        serving.total += 1;
+        serving.per_peer.insert(peer.clone(), per_peer + 1);
+        Some(Slot {
+            inner: inner.clone(),
+            peer: peer.clone(),
+        })
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.serving.fetch_sub(1, Ordering::AcqRel);
+        let mut serving = self.inner.lock_serving();
+        serving.total = serving.total.saturating_sub(1);
+        if let Some(count) = serving.per_peer.get_mut(&self.peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                serving.per_peer.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -80,34 +114,26 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 let reply = reply.clone();
                 drop(cache);
-                send_data(inner, from, reply, None);
+                send_data(inner, from, reply, ttl_of(call.deadline_ms));
                 return;
             }
             None => cache.start(from.clone(), id),
         }
     }
     let deadline_ms = call.deadline_ms;
-    let previous = inner.serving.fetch_add(1, Ordering::AcqRel);
-    let slot = Slot(inner.clone());
-    if previous >= inner.config.max_serving {
+    let Some(slot) = Slot::acquire(inner, &from) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-        drop(slot);
         if signal {
             tracing::warn!(peer = %from, method = %call.method, "rpc signal dropped: busy");
         } else {
             inner.lock_cache().forget(&from, id);
             let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
-            send_data(
-                inner,
-                from.clone(),
-                reply.to_data(),
-                ttl_of(call.deadline_ms),
-            );
+            send_data(inner, from.clone(), reply.to_data(), ttl_of(deadline_ms));
         }
         return;
-    }
-    let server = inner.lock_servers().get(call.object.as_str()).cloned();
-    let Some(server) = server else {
+    };
+    let service = inner.lock_servers().get(call.object.as_str()).cloned();
+    let Some(mut service) = service else {
         let detail = format!("no object {:?}", call.object);
         respond(
             inner,
@@ -118,88 +144,54 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
         );
         return;
     };
-    let future = match server.call(&call.method, call.body.clone()) {
-        Ok(future) => future,
-        Err(DispatchError::UnknownMethod) => {
-            let detail = format!("{:?} has no method {:?}", call.object, call.method);
-            respond(
-                inner,
-                &from,
-                signal,
-                deadline_ms,
-                error_reply(inner, id, RemoteErrorKind::UnknownMethod, detail),
-            );
-            return;
-        }
-        Err(DispatchError::Decode(e)) => {
-            let detail = format!("{}.{}: {e}", call.object, call.method);
-            respond(
-                inner,
-                &from,
-                signal,
-                deadline_ms,
-                error_reply(inner, id, RemoteErrorKind::Decode, detail),
-            );
-            return;
-        }
+    let deadline = ttl_of(deadline_ms);
+    let name = format!("{}.{}", call.object, call.method);
+    let request = RpcRequest {
+        peer: from.clone(),
+        object: call.object,
+        method: call.method,
+        body: call.body,
+        deadline,
+        signal,
     };
-    let deadline = ttl_of(call.deadline_ms);
-    let task_inner = inner.clone();
+    let inner = inner.clone();
     let runtime = inner.runtime.clone();
-    inner.runtime.spawn(async move {
+    runtime.spawn(async move {
         let _slot = slot;
-        let inner = task_inner;
-        // The handler runs in a task of its own so that a panic ends that task only and
-        // comes back here as a JoinError.
-        let handle = runtime.spawn(future);
-        let abort = handle.abort_handle();
-        let joined = match deadline {
-            Some(d) => match tokio::time::timeout(d, handle).await {
-                Ok(joined) => Some(joined),
-                Err(_) => {
-                    abort.abort();
-                    None
-                }
-            },
-            None => Some(handle.await),
+        // Readiness is part of the call: a concurrency limit waits here, a load-shed
+        // layer fails here (sent back as busy).
+        let run = async { service.ready().await?.call(request).await };
+        let result = match deadline {
+            Some(d) => tokio::time::timeout(d, run).await.ok(),
+            None => Some(run.await),
         };
-        let reply = match joined {
+        let reply = match result {
             Some(Ok(Handled::Ok(body))) => Envelope::new(Kind::ReplyOk, id).with_body(body),
             Some(Ok(Handled::Application(body))) => {
                 let mut reply = Envelope::new(Kind::ReplyErr, id).with_body(body);
                 reply.error = APPLICATION_ERROR;
                 reply
             }
-            Some(Err(join)) => {
-                let detail = panic_text(join);
-                tracing::warn!(peer = %from, method = %call.method, %detail, "rpc handler failed");
-                error_reply(&inner, id, RemoteErrorKind::Panic, detail)
+            Some(Err(error)) => {
+                let (kind, chain) = classify(&error);
+                let detail = format!("{name}: {chain}");
+                if matches!(kind, RemoteErrorKind::Panic | RemoteErrorKind::Failed) {
+                    tracing::warn!(peer = %from, %detail, "rpc handler failed");
+                }
+                if kind == RemoteErrorKind::Busy && !signal {
+                    // Refused before it ran: a retry may run it.
+                    inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+                }
+                error_reply(&inner, id, kind, detail)
             }
             None => {
-                let detail = format!(
-                    "{}.{} took longer than {} ms",
-                    call.object, call.method, call.deadline_ms
-                );
+                let detail = format!("{name} took longer than {deadline_ms} ms");
                 error_reply(&inner, id, RemoteErrorKind::Deadline, detail)
             }
         };
         inner.stats.served.fetch_add(1, Ordering::Relaxed);
         respond(&inner, &from, signal, deadline_ms, reply);
     });
-}
-
-fn panic_text(join: tokio::task::JoinError) -> String {
-    if !join.is_panic() {
-        return "the handler was cancelled".to_owned();
-    }
-    let payload = join.into_panic();
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".to_owned()
-    }
 }
 
 fn ttl_of(deadline_ms: u32) -> Option<Duration> {

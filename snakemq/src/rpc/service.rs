@@ -1,0 +1,163 @@
+//! The per-call handler path as a [`tower::Service`], so that `tower::ServiceBuilder`
+//! layers (timeout, concurrency limit, load shed, ...) can wrap a served object.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower::BoxError;
+
+use super::error::RemoteErrorKind;
+use super::server::{DispatchError, Handled, Serve};
+
+/// One call or signal as a served object's [`tower::Service`] sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RpcRequest {
+    /// The calling peer.
+    pub peer: Arc<str>,
+    /// The object name the call was addressed to.
+    pub object: String,
+    /// The method name.
+    pub method: String,
+    /// The encoded argument message.
+    pub body: Bytes,
+    /// How long the caller waits (`None`: no deadline given, or a signal).
+    pub deadline: Option<Duration>,
+    /// Whether it is a one-way signal (its reply is not sent).
+    pub signal: bool,
+}
+
+/// The future of an [`ObjectService`] call.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Handled, BoxError>> + Send + 'static>>;
+
+/// The innermost service of a served object: decodes the arguments with the object's
+/// [`Serve`] adaptor and runs the handler in a task of its own, so that a panic ends that
+/// task only and comes back as a [`HandlerPanic`] error. Dropping the future (a timeout
+/// layer giving up) aborts the handler.
+#[derive(Clone)]
+pub struct ObjectService {
+    server: Arc<dyn Serve>,
+}
+
+impl std::fmt::Debug for ObjectService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectService").finish_non_exhaustive()
+    }
+}
+
+impl ObjectService {
+    /// The service for a generated `<Trait>Server` (or any [`Serve`]).
+    pub fn new(server: impl Serve) -> Self {
+        ObjectService {
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// Aborts the handler task when the call's future is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl tower::Service<RpcRequest> for ObjectService {
+    type Response = Handled;
+    type Error = BoxError;
+    type Future = ServiceFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: RpcRequest) -> ServiceFuture {
+        let started = self.server.call(&request.method, request.body);
+        Box::pin(async move {
+            let handle = tokio::spawn(started?);
+            let _abort = AbortOnDrop(handle.abort_handle());
+            match handle.await {
+                Ok(handled) => Ok(handled),
+                Err(join) => Err(Box::new(HandlerPanic(panic_text(join))) as BoxError),
+            }
+        })
+    }
+}
+
+/// A handler panicked (or was cancelled); the text is the panic message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerPanic(pub String);
+
+fn panic_text(join: tokio::task::JoinError) -> String {
+    if !join.is_panic() {
+        return "the handler was cancelled".to_owned();
+    }
+    // The payload carries the message only; the location is printed by the panic hook
+    // (a library does not install its own hook).
+    let payload = join.into_panic();
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_owned()
+    }
+}
+
+/// An error and its `source()` chain as text, one cause a line: what a caller sees as
+/// the remote traceback.
+pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str("\ncaused by: ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The remote error kind a service error is sent back as, and its details.
+pub(super) fn classify(error: &BoxError) -> (RemoteErrorKind, String) {
+    let kind = if let Some(dispatch) = error.downcast_ref::<DispatchError>() {
+        match dispatch {
+            DispatchError::UnknownMethod => RemoteErrorKind::UnknownMethod,
+            DispatchError::Decode(_) => RemoteErrorKind::Decode,
+        }
+    } else if error.is::<HandlerPanic>() {
+        RemoteErrorKind::Panic
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        RemoteErrorKind::Busy
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        RemoteErrorKind::Deadline
+    } else {
+        RemoteErrorKind::Failed
+    };
+    (kind, error_chain(error.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_lists_every_cause() {
+        let error: BoxError = Box::new(Outer(std::io::Error::other("inner")));
+        let (kind, text) = classify(&error);
+        assert_eq!(kind, RemoteErrorKind::Failed);
+        assert_eq!(text, "outer\ncaused by: inner");
+        let shed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
+        assert_eq!(classify(&shed).0, RemoteErrorKind::Busy);
+    }
+}
