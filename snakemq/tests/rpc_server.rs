@@ -161,6 +161,8 @@ struct Unavailable(#[source] std::io::Error);
 
 #[tokio::test]
 async fn a_service_error_carries_its_chain_and_details_can_be_off() -> TestResult {
+    // Handler panics say where they happened.
+    snakemq::rpc::capture_panic_locations();
     let (server, server_rpc, clients) =
         setup("memory:rpc-chain", RpcConfig::default(), &["client"]).await?;
     let failing = tower::service_fn(|request: RpcRequest| async move {
@@ -181,6 +183,7 @@ async fn a_service_error_carries_its_chain_and_details_can_be_off() -> TestResul
     let panicked = remote(WorkClient::new(client_rpc, "server", "panics").boom().await)?;
     assert_eq!(panicked.kind, RemoteErrorKind::Panic);
     assert!(panicked.detail.contains("boom with details"), "{panicked}");
+    assert!(panicked.detail.contains("rpc_server.rs:"), "{panicked}");
     client.shutdown().await;
     server.shutdown().await;
 

@@ -76,7 +76,9 @@ pub use client::Client;
 pub use envelope::{APPLICATION_ERROR, Envelope, Kind, PREFIX};
 pub use error::{RemoteError, RemoteErrorKind, RpcError, WireError};
 pub use server::{DispatchError, Handled, HandlerFuture, Serve};
-pub use service::{HandlerPanic, ObjectService, RpcRequest, ServiceFuture, error_chain};
+pub use service::{
+    HandlerPanic, ObjectService, RpcRequest, ServiceFuture, capture_panic_locations, error_chain,
+};
 
 use crate::router::PrefixRouter;
 use crate::{Event, Message, Messaging, ReceivedMessage};

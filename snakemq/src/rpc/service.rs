@@ -1,10 +1,13 @@
 //! The per-call handler path as a [`tower::Service`], so that `tower::ServiceBuilder`
 //! layers (timeout, concurrency limit, load shed, ...) can wrap a served object.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,7 +15,7 @@ use bytes::Bytes;
 use tower::BoxError;
 
 use super::error::RemoteErrorKind;
-use super::server::{DispatchError, Handled, Serve};
+use super::server::{DispatchError, Handled, HandlerFuture, Serve};
 
 /// One call or signal as a served object's [`tower::Service`] sees it.
 #[derive(Debug, Clone)]
@@ -80,11 +83,18 @@ impl tower::Service<RpcRequest> for ObjectService {
     fn call(&mut self, request: RpcRequest) -> ServiceFuture {
         let started = self.server.call(&request.method, request.body);
         Box::pin(async move {
-            let handle = tokio::spawn(started?);
+            // A task of its own runs the handler beside the others and gives an abort
+            // point; catching the panic inside it, on the thread where it happened, lets
+            // the panic's location (see `capture_panic_locations`) come with it.
+            let handle = tokio::spawn(CatchUnwind(started?));
             let _abort = AbortOnDrop(handle.abort_handle());
             match handle.await {
-                Ok(handled) => Ok(handled),
-                Err(join) => Err(Box::new(HandlerPanic(panic_text(join))) as BoxError),
+                Ok(Ok(handled)) => Ok(handled),
+                Ok(Err(panic)) => Err(Box::new(HandlerPanic(panic)) as BoxError),
+                Err(_) => {
+                    let cancelled = HandlerPanic("the handler was cancelled".to_owned());
+                    Err(Box::new(cancelled) as BoxError)
+                }
             }
         })
     }
@@ -95,19 +105,58 @@ impl tower::Service<RpcRequest> for ObjectService {
 #[error("{0}")]
 pub struct HandlerPanic(pub String);
 
-fn panic_text(join: tokio::task::JoinError) -> String {
-    if !join.is_panic() {
-        return "the handler was cancelled".to_owned();
+thread_local! {
+    /// Where the last panic on this thread happened, when the hook of
+    /// [`capture_panic_locations`] is installed.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Makes handler panics that come back to callers say where they happened
+/// (`panicked at src/calc.rs:12:9: ...`). It installs a process-wide panic hook that
+/// records the location and then runs the previous hook, so it is the application's
+/// choice: a library does not install hooks by itself. Calling it again does nothing.
+pub fn capture_panic_locations() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(location) = info.location() {
+                PANIC_LOCATION.with(|l| *l.borrow_mut() = Some(location.to_string()));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Polls a handler, turning a panic into its text.
+struct CatchUnwind(HandlerFuture);
+
+impl Future for CatchUnwind {
+    type Output = Result<Handled, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The handler is not polled again after a panic (this future is then done), so
+        // whatever state the panic left behind is never observed.
+        let future = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(handled)) => Poll::Ready(Ok(handled)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_text(payload.as_ref()))),
+        }
     }
-    // The payload carries the message only; the location is printed by the panic hook
-    // (a library does not install its own hook).
-    let payload = join.into_panic();
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        format!("panicked: {s}")
+}
+
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+        *s
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
+        s.as_str()
     } else {
-        "panicked".to_owned()
+        "a panic without a message"
+    };
+    match PANIC_LOCATION.with(|l| l.borrow_mut().take()) {
+        Some(location) => format!("panicked at {location}: {message}"),
+        None => format!("panicked: {message}"),
     }
 }
 
