@@ -125,7 +125,9 @@ fn method(f: &mut TraitItemFn) -> syn::Result<Method> {
                 "RPC arguments must be plain names (`name: Type`), not patterns",
             ));
         };
-        if pat.by_ref.is_some() || pat.subpat.is_some() {
+        // `mut name` too: rustc refuses patterns in methods without a body, and the trait
+        // the macro emits has none.
+        if pat.by_ref.is_some() || pat.mutability.is_some() || pat.subpat.is_some() {
             return Err(syn::Error::new_spanned(
                 &typed.pat,
                 "RPC arguments must be plain names (`name: Type`), not patterns",

@@ -10,22 +10,31 @@ use syn::spanned::Spanned;
 use syn::{GenericArgument, PathArguments, Type};
 
 /// How a value is converted between the signature type and the stored field.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) enum Conv {
     /// Stored as is.
     Same,
     /// A narrow integer stored widened (prost has no 8- or 16-bit fields); checked when
     /// decoding, so an out-of-range value from a peer is a decode failure, not a truncation.
     Narrow,
-    /// A user message stored as `Option<T>` (how prost holds a message field); absent on
-    /// the wire means the default value, as in protobuf.
-    Message,
     /// `Vec` of narrow integers stored as `Vec` of the wide type, each element checked when
     /// decoding.
     NarrowVec,
     /// `Option` of a narrow integer stored as `Option` of the wide type, checked when
     /// decoding.
     NarrowOption,
+    /// A user message (the type, spanned on the signature) stored as its encoded bytes.
+    ///
+    /// On the wire a protobuf bytes field and an embedded message field are the same
+    /// length-delimited record, so this is exactly what a `message` field would send. It
+    /// is done here rather than by prost so that the encode and decode calls carry the
+    /// type's span: a type that does not derive `prost::Message` gets one error at the
+    /// signature, not a pile of them inside the generated derive.
+    Message(TokenStream),
+    /// `Vec` of a user message, stored as repeated bytes.
+    MessageVec(TokenStream),
+    /// `Option` of a user message, stored as optional bytes.
+    MessageOption(TokenStream),
 }
 
 /// The prost field for one signature type.
@@ -41,10 +50,9 @@ pub(crate) struct Mapping {
 impl Mapping {
     /// Expression turning a signature value into the stored value.
     pub(crate) fn encode_expr(&self, value: TokenStream) -> TokenStream {
-        match self.conv {
+        match &self.conv {
             Conv::Same => value,
             Conv::Narrow => quote!(::core::convert::From::from(#value)),
-            Conv::Message => quote!(::core::option::Option::Some(#value)),
             Conv::NarrowVec => quote!(::core::iter::Iterator::collect(
                 ::core::iter::Iterator::map(
                     ::core::iter::IntoIterator::into_iter(#value),
@@ -54,21 +62,38 @@ impl Mapping {
             Conv::NarrowOption => {
                 quote!(::core::option::Option::map(#value, ::core::convert::From::from))
             }
+            Conv::Message(ty) => {
+                let encode = encode_fn(ty);
+                quote!(#encode(&#value))
+            }
+            // The whole conversion carries the element type's span: rustc reports a
+            // missing trait at the call that needs it, which would otherwise be `map`.
+            Conv::MessageVec(ty) => {
+                let encode = encode_fn(ty);
+                quote_spanned!(ty.span()=> ::core::iter::Iterator::collect(
+                    ::core::iter::Iterator::map(
+                        ::core::iter::IntoIterator::into_iter(&#value),
+                        #encode,
+                    )
+                ))
+            }
+            Conv::MessageOption(ty) => {
+                let encode = encode_fn(ty);
+                quote_spanned!(ty.span()=> ::core::option::Option::map(
+                    ::core::option::Option::as_ref(&#value),
+                    #encode,
+                ))
+            }
         }
     }
 
     /// Expression of type `Result<T, WireError>` turning a stored value back.
     pub(crate) fn decode_expr(&self, value: TokenStream, name: &str) -> TokenStream {
-        match self.conv {
+        match &self.conv {
             Conv::Same => {
                 quote!(::core::result::Result::<_, ::snakemq::__private::WireError>::Ok(#value))
             }
             Conv::Narrow => quote!(::snakemq::__private::narrow(#value, #name)),
-            Conv::Message => {
-                quote!(::core::result::Result::<_, ::snakemq::__private::WireError>::Ok(
-                    ::core::option::Option::unwrap_or_default(#value)
-                ))
-            }
             Conv::NarrowVec => quote!(::core::iter::Iterator::collect::<
                 ::core::result::Result<::std::vec::Vec<_>, ::snakemq::__private::WireError>,
             >(::core::iter::Iterator::map(
@@ -80,8 +105,39 @@ impl Mapping {
                     __v, #name
                 ))
             )),
+            Conv::Message(ty) => {
+                let decode = decode_fn(ty);
+                quote!(#decode(#value))
+            }
+            Conv::MessageVec(ty) => {
+                let decode = decode_fn(ty);
+                quote_spanned!(ty.span()=> ::core::iter::Iterator::collect::<
+                    ::core::result::Result<::std::vec::Vec<_>, ::snakemq::__private::WireError>,
+                >(::core::iter::Iterator::map(
+                    ::core::iter::IntoIterator::into_iter(#value),
+                    #decode,
+                )))
+            }
+            Conv::MessageOption(ty) => {
+                let decode = decode_fn(ty);
+                quote_spanned!(ty.span()=> ::core::option::Option::transpose(
+                    ::core::option::Option::map(#value, #decode)
+                ))
+            }
         }
     }
+}
+
+/// `encode::<T>` spanned on the user's type, so a missing `prost::Message` is reported there.
+fn encode_fn(ty: &TokenStream) -> TokenStream {
+    let span = ty.span();
+    quote_spanned!(span=> ::snakemq::__private::encode::<#ty>)
+}
+
+/// `decode::<T>` spanned on the user's type.
+fn decode_fn(ty: &TokenStream) -> TokenStream {
+    let span = ty.span();
+    quote_spanned!(span=> ::snakemq::__private::decode::<#ty>)
 }
 
 const SUPPORTED: &str = "supported RPC types: i8..i64, u8..u64, f32, f64, bool, String, Vec<u8>, \
@@ -138,6 +194,8 @@ fn unsupported(ty: &Type, why: &str) -> syn::Error {
 struct Inner {
     kind: TokenStream,
     wide: Option<syn::Ident>,
+    /// A user message (stored as bytes, see [`Conv::Message`]).
+    message: bool,
 }
 
 /// The element kind for a type inside `Vec<..>` or `Option<..>`.
@@ -148,13 +206,20 @@ fn inner_kind(ty: &Type) -> syn::Result<Inner> {
     if other {
         return Err(unsupported(ty, "unsupported type in an RPC signature"));
     }
-    let plain = |kind| Ok(Inner { kind, wide: None });
+    let plain = |kind| {
+        Ok(Inner {
+            kind,
+            wide: None,
+            message: false,
+        })
+    };
     if args.is_empty() {
         if let Some((kind, narrow)) = scalar(&name) {
             let kind = syn::Ident::new(kind, ty.span());
             return Ok(Inner {
                 kind: quote!(#kind),
                 wide: narrow.map(|wide| syn::Ident::new(wide, ty.span())),
+                message: false,
             });
         }
         if name == "usize" || name == "isize" {
@@ -166,7 +231,11 @@ fn inner_kind(ty: &Type) -> syn::Result<Inner> {
         if name == "Bytes" {
             return plain(quote!(bytes = "bytes"));
         }
-        return plain(quote!(message));
+        return Ok(Inner {
+            kind: quote!(bytes = "bytes"),
+            wide: None,
+            message: true,
+        });
     }
     if name == "Vec" && args.len() == 1 && args.first().is_some_and(|t| is_u8(t)) {
         return plain(quote!(bytes = "vec"));
@@ -269,9 +338,9 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
                 });
             }
             Ok(Mapping {
-                attr: quote!(message, optional),
-                stored: quote_spanned!(ty.span()=> ::core::option::Option<#ty>),
-                conv: Conv::Message,
+                attr: quote!(bytes = "bytes"),
+                stored: quote!(::snakemq::__private::bytes::Bytes),
+                conv: Conv::Message(stored),
             })
         }
         ("Vec", [inner]) if is_u8(inner) => Ok(Mapping {
@@ -280,7 +349,18 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
             conv: Conv::Same,
         }),
         ("Vec", [inner]) => {
-            let Inner { kind, wide } = inner_kind(inner)?;
+            let Inner {
+                kind,
+                wide,
+                message,
+            } = inner_kind(inner)?;
+            if message {
+                return Ok(Mapping {
+                    attr: quote!(#kind, repeated),
+                    stored: quote!(::std::vec::Vec<::snakemq::__private::bytes::Bytes>),
+                    conv: Conv::MessageVec(quote_spanned!(inner.span()=> #inner)),
+                });
+            }
             Ok(match wide {
                 None => Mapping {
                     attr: quote!(#kind, repeated),
@@ -302,7 +382,18 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
                     "Option<Vec<T>> has no protobuf form, use Vec<T>",
                 ));
             }
-            let Inner { kind, wide } = inner_kind(inner)?;
+            let Inner {
+                kind,
+                wide,
+                message,
+            } = inner_kind(inner)?;
+            if message {
+                return Ok(Mapping {
+                    attr: quote!(#kind, optional),
+                    stored: quote!(::core::option::Option<::snakemq::__private::bytes::Bytes>),
+                    conv: Conv::MessageOption(quote_spanned!(inner.span()=> #inner)),
+                });
+            }
             Ok(match wide {
                 None => Mapping {
                     attr: quote!(#kind, optional),

@@ -50,6 +50,8 @@ pub trait Inventory {
     ) -> Vec<i16>;
     /// A widened `Option<u8>` result.
     async fn small(&self, value: u32) -> Option<u8>;
+    /// Messages alone, in a Vec and in an Option: the one with the highest count.
+    async fn pick(&self, items: Vec<Item>, extra: Option<Item>, fallback: Item) -> Option<Item>;
 }
 
 struct Shop;
@@ -104,6 +106,13 @@ impl Inventory for Shop {
     async fn small(&self, value: u32) -> Option<u8> {
         u8::try_from(value).ok()
     }
+    async fn pick(&self, items: Vec<Item>, extra: Option<Item>, fallback: Item) -> Option<Item> {
+        items
+            .into_iter()
+            .chain(extra)
+            .chain([fallback])
+            .max_by_key(|i| i.count)
+    }
 }
 
 /// What a peer with another idea of `narrow` might send: its first field as plain `int32`s.
@@ -112,6 +121,35 @@ pub struct WideArgs {
     /// `bytes`, without the 8-bit limit.
     #[prost(int32, repeated, tag = "1")]
     pub bytes: Vec<i32>,
+}
+
+/// `pick`'s arguments as a peer using plain protobuf `message` fields would send them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PickArgs {
+    /// `items`.
+    #[prost(message, repeated, tag = "1")]
+    pub items: Vec<Item>,
+    /// `extra`.
+    #[prost(message, optional, tag = "2")]
+    pub extra: Option<Item>,
+    /// `fallback`.
+    #[prost(message, optional, tag = "3")]
+    pub fallback: Option<Item>,
+}
+
+/// `pick`'s result as such a peer would read it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PickRet {
+    /// The result.
+    #[prost(message, optional, tag = "1")]
+    pub value: Option<Item>,
+}
+
+fn item(name: &str, count: u32) -> Item {
+    Item {
+        name: name.into(),
+        count,
+    }
 }
 
 struct Peers {
@@ -243,6 +281,45 @@ async fn out_of_range_narrow_value_is_a_decode_error() -> TestResult {
     // The same field in range is fine.
     let body = Bytes::from(WideArgs { bytes: vec![-5] }.encode_to_vec());
     assert!(matches!(raw.call("narrow", body).await, Ok(Ok(_))));
+    peers.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_alone_in_vec_and_in_option() -> TestResult {
+    let peers = pair("messages").await?;
+    let shop = &peers.shop;
+    let picked = shop
+        .pick(
+            vec![item("a", 1), item("b", 5)],
+            Some(item("c", 3)),
+            Item::default(),
+        )
+        .await?;
+    assert_eq!(picked, Some(item("b", 5)));
+    let picked = shop.pick(Vec::new(), None, item("d", 2)).await?;
+    assert_eq!(picked, Some(item("d", 2)));
+    peers.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_are_plain_protobuf_message_fields_on_the_wire() -> TestResult {
+    let peers = pair("message-wire").await?;
+    let raw = peers
+        .client_rpc
+        .client("server", "shop")
+        .with_deadline(Duration::from_secs(10));
+    let args = PickArgs {
+        items: vec![item("a", 1), item("b", 2)],
+        extra: Some(item("c", 9)),
+        fallback: None,
+    };
+    let reply = raw
+        .call("pick", Bytes::from(args.encode_to_vec()))
+        .await?
+        .map_err(|_| "an application error from pick")?;
+    assert_eq!(PickRet::decode(reply)?.value, Some(item("c", 9)));
     peers.shutdown().await;
     Ok(())
 }
