@@ -25,6 +25,9 @@ pub trait Work {
     /// One-way, without arguments.
     #[signal]
     async fn ping(&self);
+    /// One-way; tells the test it started, waits for the gate, then notes.
+    #[signal]
+    async fn held_note(&self, text: String);
 }
 
 struct Worker {
@@ -60,6 +63,14 @@ impl Work for Worker {
     }
     async fn ping(&self) {
         let _ = self.notes.send("ping".to_owned());
+    }
+    async fn held_note(&self, text: String) {
+        self.started.notify_one();
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        let _ = self.notes.send(text);
     }
 }
 
@@ -127,7 +138,7 @@ async fn a_call_survives_the_server_restarting_and_runs_once() -> TestResult {
     // The second server on the same port lets it finish.
     let (second, _second_notes) = Worker::new(1);
     let (server, _server_rpc) = start_server(&addr, &second).await?;
-    assert_eq!(call.await??, 1);
+    assert_eq!(within(call).await???, 1);
     assert_eq!(first.finished.load(Ordering::SeqCst), 0);
     assert_eq!(second.finished.load(Ordering::SeqCst), 1);
     client.shutdown().await;
@@ -187,6 +198,14 @@ impl Proxy {
     }
 }
 
+/// A test waiting for something that should happen fails after a while instead of
+/// hanging.
+async fn within<T>(wait: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .map_err(|_| "nothing happened in 20 s".to_owned())
+}
+
 /// Waits until `done` holds; for server state that no event reports.
 async fn until(mut done: impl FnMut() -> bool) -> TestResult {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -222,7 +241,7 @@ async fn a_call_sent_again_after_a_reconnect_is_answered_from_the_cache() -> Tes
     // Back online: the client sends the call again with its id, the server answers from
     // its reply cache instead of running it again.
     proxy.resume();
-    assert_eq!(call.await??, 1);
+    assert_eq!(within(call).await???, 1);
     until(|| server_rpc.stats().duplicates == 1).await?;
     assert_eq!(worker.finished.load(Ordering::SeqCst), 1);
     client.shutdown().await;
@@ -307,6 +326,83 @@ async fn a_signal_past_its_ttl_is_dropped_and_reported() -> TestResult {
     work.note("in time".into()).await?;
     assert_eq!(notes.recv().await.as_deref(), Some("in time"));
     client.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// A server whose event loop acknowledges RPC messages only once they are answered.
+async fn start_strict_server(
+    endpoint: &str,
+    worker: &Arc<Worker>,
+) -> Result<Messaging, Box<dyn std::error::Error>> {
+    let server = Messaging::builder("server")
+        .listen(endpoint)
+        .start()
+        .await?;
+    let rpc = Rpc::new(&server)?;
+    rpc.serve("work", WorkServer::from_arc(worker.clone()));
+    let mut events = server.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            rpc.serve_event(&event).await;
+        }
+    });
+    Ok(server)
+}
+
+#[tokio::test]
+async fn a_signal_taken_by_a_server_that_stops_runs_after_its_restart() -> TestResult {
+    let (first, _first_notes) = Worker::new(0);
+    let server = start_strict_server("127.0.0.1:0", &first).await?;
+    let addr = first_endpoint(&server)?;
+    let client = Messaging::builder("client").connect(&addr).start().await?;
+    let client_rpc = Rpc::new(&client)?;
+    let _rest = pump(&client, &client_rpc);
+    let work = WorkClient::new(&client_rpc, "server", "work");
+    work.held_note("survives".into()).await?;
+    // The first server runs the signal and stops before it is done.
+    first.started.notified().await;
+    server.shutdown().await;
+
+    // Nobody sends it again but the client's messaging: it was never acknowledged.
+    let (second, mut notes) = Worker::new(1);
+    let server = start_strict_server(&addr, &second).await?;
+    assert_eq!(within(notes.recv()).await?.as_deref(), Some("survives"));
+    assert_eq!(first.finished.load(Ordering::SeqCst), 0);
+    assert_eq!(second.finished.load(Ordering::SeqCst), 1);
+    client.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_is_acknowledged_only_once_answered() -> TestResult {
+    let (first, _first_notes) = Worker::new(0);
+    let server = start_strict_server("127.0.0.1:0", &first).await?;
+    let addr = first_endpoint(&server)?;
+    // A caller without Rpc (no re-send of its own): only messaging delivers again.
+    let raw = Messaging::builder("client").connect(&addr).start().await?;
+    let mut raw_events = raw.events();
+    let mut call = snakemq::rpc::Envelope::new(snakemq::rpc::Kind::Call, 77).target("work", "hold");
+    call.deadline_ms = 30_000;
+    raw.send("server", snakemq::Message::new(call.to_data()))
+        .await?;
+    first.started.notified().await;
+    server.shutdown().await;
+
+    let (second, _second_notes) = Worker::new(1);
+    let server = start_strict_server(&addr, &second).await?;
+    let reply = loop {
+        let event = within(raw_events.next()).await?.ok_or("raw events ended")?;
+        if let Event::Received { message, .. } = event {
+            break snakemq::rpc::Envelope::from_data(&message.data).ok_or("not an envelope")?;
+        }
+    };
+    assert_eq!(reply.kind(), Some(snakemq::rpc::Kind::ReplyOk));
+    assert_eq!(reply.id, 77);
+    assert_eq!(second.finished.load(Ordering::SeqCst), 1);
+    assert_eq!(first.finished.load(Ordering::SeqCst), 0);
+    raw.shutdown().await;
     server.shutdown().await;
     Ok(())
 }

@@ -120,6 +120,7 @@ async fn load_shed_over_a_concurrency_limit_answers_busy() -> TestResult {
     let shed = remote(work.quick(1).await)?;
     assert_eq!(shed.kind, RemoteErrorKind::Busy, "{shed}");
     assert_eq!(server_rpc.stats().busy, 1);
+    assert_eq!(server_rpc.stats().served, 0);
     worker.gate.add_permits(1);
     assert_eq!(held.await??, 1);
     // The permit is back.

@@ -344,7 +344,7 @@ impl Rpc {
     pub fn dispatch(&self, event: &Event) -> bool {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
-                self.handle(from.clone(), message);
+                self.handle(from.clone(), message, None);
                 true
             }
             Event::Connected { peer, .. } => {
@@ -406,7 +406,7 @@ impl Rpc {
     pub fn route(&self, router: PrefixRouter) -> PrefixRouter {
         let rpc = self.clone();
         router.route(PREFIX, move |from, message| {
-            rpc.handle(Arc::from(from), message);
+            rpc.handle(Arc::from(from), message, None);
         })
     }
 
@@ -421,15 +421,39 @@ impl Rpc {
         }
     }
 
-    fn handle(&self, from: Arc<str>, message: &ReceivedMessage) {
+    /// Like [`Rpc::dispatch`], but for a call it returns only once the call's reply is
+    /// queued, and for a signal once it has run.
+    ///
+    /// Messaging acknowledges a received message when the application asks for the next
+    /// event, so an event loop that awaits this before asking acknowledges a call only
+    /// once it is answered: a call or signal taken by a server that stops (crashes)
+    /// before answering is delivered to it again after its restart, without relying on
+    /// the caller to send it again (a signal has no caller waiting). The price is that
+    /// one loop runs one call at a time; several loops over clones of the event stream
+    /// ([`crate::Events`] is `Clone`; each clone acknowledges its own batches) run
+    /// several.
+    pub async fn serve_event(&self, event: &Event) -> bool {
+        match event {
+            Event::Received { from, message } if message.data.starts_with(PREFIX) => {
+                let (hold, done) = oneshot::channel();
+                self.handle(from.clone(), message, Some(hold));
+                // The sender is dropped once the reply is queued (or never sent).
+                let _ = done.await;
+                true
+            }
+            other => self.dispatch(other),
+        }
+    }
+
+    fn handle(&self, from: Arc<str>, message: &ReceivedMessage, hold: server::Hold) {
         let Some(envelope) = Envelope::from_data(&message.data) else {
             self.inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %from, "malformed rpc envelope dropped");
             return;
         };
         match envelope.kind() {
-            Some(Kind::Call) => server::incoming(&self.inner, from, envelope, false),
-            Some(Kind::Signal) => server::incoming(&self.inner, from, envelope, true),
+            Some(Kind::Call) => server::incoming(&self.inner, from, envelope, false, hold),
+            Some(Kind::Signal) => server::incoming(&self.inner, from, envelope, true, hold),
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
                 let mut calls = self.inner.lock_calls();
                 // Only the peer that was called may answer a call.

@@ -52,6 +52,9 @@ pub trait Serve: Send + Sync + 'static {
     fn call(&self, method: &str, body: Bytes) -> Result<HandlerFuture, DispatchError>;
 }
 
+/// Kept while a call is unanswered; see [`incoming`].
+pub(super) type Hold = Option<tokio::sync::oneshot::Sender<()>>;
+
 /// One place among the calls that run: counted overall and for the calling peer, and
 /// given back however a call ends.
 pub(super) struct Slot {
@@ -101,7 +104,16 @@ fn error_reply(inner: &Inner, id: u64, kind: RemoteErrorKind, detail: String) ->
 }
 
 /// Handles a call or signal from `from`.
-pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signal: bool) {
+///
+/// `hold` is kept until the call's reply is queued or the signal has run (see
+/// `Rpc::serve_event`); dropping it tells the waiter.
+pub(super) fn incoming(
+    inner: &Arc<Inner>,
+    from: Arc<str>,
+    call: Envelope,
+    signal: bool,
+    hold: Hold,
+) {
     let id = call.id;
     if !signal {
         let mut cache = inner.lock_cache();
@@ -114,7 +126,7 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 let reply = reply.clone();
                 drop(cache);
-                send_data(inner, from, reply, ttl_of(call.deadline_ms));
+                send_data(inner, from, reply, ttl_of(call.deadline_ms), hold);
                 return;
             }
             None => cache.start(from.clone(), id),
@@ -128,7 +140,13 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
         } else {
             inner.lock_cache().forget(&from, id);
             let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
-            send_data(inner, from.clone(), reply.to_data(), ttl_of(deadline_ms));
+            send_data(
+                inner,
+                from.clone(),
+                reply.to_data(),
+                ttl_of(deadline_ms),
+                hold,
+            );
         }
         return;
     };
@@ -141,6 +159,7 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
             signal,
             deadline_ms,
             error_reply(inner, id, RemoteErrorKind::UnknownObject, detail),
+            hold,
         );
         return;
     };
@@ -178,9 +197,16 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
                 if matches!(kind, RemoteErrorKind::Panic | RemoteErrorKind::Failed) {
                     tracing::warn!(peer = %from, %detail, "rpc handler failed");
                 }
-                if kind == RemoteErrorKind::Busy && !signal {
-                    // Refused before it ran: a retry may run it.
+                if kind == RemoteErrorKind::Busy {
+                    // A load-shed layer refused it before it ran: like a refusal at the
+                    // in-flight bound, the id is forgotten (not cached) so a retry runs.
                     inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+                    if !signal {
+                        inner.lock_cache().forget(&from, id);
+                        let reply = error_reply(&inner, id, kind, detail);
+                        send_data(&inner, from.clone(), reply.to_data(), deadline, hold);
+                    }
+                    return;
                 }
                 error_reply(&inner, id, kind, detail)
             }
@@ -190,7 +216,7 @@ pub(super) fn incoming(inner: &Arc<Inner>, from: Arc<str>, call: Envelope, signa
             }
         };
         inner.stats.served.fetch_add(1, Ordering::Relaxed);
-        respond(&inner, &from, signal, deadline_ms, reply);
+        respond(&inner, &from, signal, deadline_ms, reply, hold);
     });
 }
 
@@ -199,9 +225,16 @@ fn ttl_of(deadline_ms: u32) -> Option<Duration> {
 }
 
 /// Caches and sends the reply of a call; for a signal, logs a failure instead.
-fn respond(inner: &Arc<Inner>, from: &Arc<str>, signal: bool, deadline_ms: u32, reply: Envelope) {
+fn respond(
+    inner: &Arc<Inner>,
+    from: &Arc<str>,
+    signal: bool,
+    deadline_ms: u32,
+    reply: Envelope,
+    hold: Hold,
+) {
     if !signal {
-        finish(inner, from, reply.id, &reply, deadline_ms);
+        finish(inner, from, reply.id, &reply, deadline_ms, hold);
     } else if reply.kind() == Some(Kind::ReplyErr) && reply.error != APPLICATION_ERROR {
         let kind = super::error::RemoteErrorKind::from_code(reply.error);
         tracing::warn!(peer = %from, %kind, detail = %reply.detail, "rpc signal failed");
@@ -209,15 +242,22 @@ fn respond(inner: &Arc<Inner>, from: &Arc<str>, signal: bool, deadline_ms: u32, 
 }
 
 /// Caches a reply and sends it.
-fn finish(inner: &Arc<Inner>, to: &Arc<str>, id: u64, reply: &Envelope, deadline_ms: u32) {
+fn finish(
+    inner: &Arc<Inner>,
+    to: &Arc<str>,
+    id: u64,
+    reply: &Envelope,
+    deadline_ms: u32,
+    hold: Hold,
+) {
     let data = reply.to_data();
     inner.lock_cache().finish(to, id, data.clone());
-    send_data(inner, to.clone(), data, ttl_of(deadline_ms));
+    send_data(inner, to.clone(), data, ttl_of(deadline_ms), hold);
 }
 
 /// Queues reply data; a reply nobody waits for any more expires with the call's deadline
 /// (or the configured reply TTL) instead of staying queued for a caller that left.
-fn send_data(inner: &Arc<Inner>, to: Arc<str>, data: Bytes, ttl: Option<Duration>) {
+fn send_data(inner: &Arc<Inner>, to: Arc<str>, data: Bytes, ttl: Option<Duration>, hold: Hold) {
     let ttl = ttl
         .unwrap_or(inner.config.reply_ttl)
         .max(Duration::from_secs(1));
@@ -226,5 +266,6 @@ fn send_data(inner: &Arc<Inner>, to: Arc<str>, data: Bytes, ttl: Option<Duration
         if let Err(error) = messaging.send(&to, Message::new(data).ttl(ttl)).await {
             tracing::warn!(peer = %to, %error, "rpc reply not queued");
         }
+        drop(hold);
     });
 }
