@@ -52,6 +52,26 @@
 //! the outer error is about the call (deadline, busy, a remote failure), the inner one is
 //! the method's own, exactly as the trait declares it, so `E` needs no conversion from
 //! [`RpcError`] and a caller can retry on the first kind without looking at the second.
+//!
+//! # Serving
+//!
+//! Each served object is a [`tower::Service`] of [`RpcRequest`]s ([`ObjectService`] around
+//! the generated adaptor), so tower layers apply: [`Rpc::serve_with`] takes a layer
+//! (`ServiceBuilder::new().load_shed().concurrency_limit(n).timeout(d)`), and a refusal or
+//! timeout of those layers reaches the caller as the typed [`RemoteErrorKind::Busy`] or
+//! [`RemoteErrorKind::Deadline`]. Beside layers, [`RpcConfig`] bounds the calls running
+//! overall and per calling peer. Failures carry their error chain as text
+//! ([`RemoteError::detail`]; handler panics with their location after
+//! [`capture_panic_locations`]) unless [`RpcConfig::send_details`] is off.
+//!
+//! # Failures
+//!
+//! A call runs to completion once across reconnects and a server restart: the caller
+//! sends a call that may have been lost with a connection again with the same request id
+//! (this needs its connection events, see [`Rpc::dispatch`]), and the server's reply
+//! cache answers a call it already finished. A server whose event loop awaits
+//! [`Rpc::serve_event`] acknowledges calls and signals only once they are answered, so
+//! ones it took before stopping are delivered to it again.
 
 mod cache;
 mod client;
@@ -244,6 +264,16 @@ impl Rpc {
         // Request ids start at a random point so that a restarted caller does not reuse
         // the ids of its previous run, which a server may still have cached.
         let first_id = rand::random::<u64>() >> 1;
+        // Peers connected before this handle saw their `Connected` event: calls to them
+        // go out on a link too.
+        let calls = Calls {
+            pending: HashMap::new(),
+            connected: messaging
+                .connected_peers()
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
+        };
         Ok(Rpc {
             inner: Arc::new(Inner {
                 messaging: messaging.clone(),
@@ -251,7 +281,7 @@ impl Rpc {
                 config,
                 runtime,
                 servers: Mutex::new(HashMap::new()),
-                calls: Mutex::new(Calls::default()),
+                calls: Mutex::new(calls),
                 next_id: AtomicU64::new(first_id),
                 serving: Mutex::new(Serving::default()),
                 stats: Counters::default(),
@@ -430,8 +460,8 @@ impl Rpc {
     /// before answering is delivered to it again after its restart, without relying on
     /// the caller to send it again (a signal has no caller waiting). The price is that
     /// one loop runs one call at a time; several loops over clones of the event stream
-    /// ([`crate::Events`] is `Clone`; each clone acknowledges its own batches) run
-    /// several.
+    /// ([`crate::Events`] is `Clone`; each clone acknowledges its own batches) work on
+    /// several batches at once.
     pub async fn serve_event(&self, event: &Event) -> bool {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
