@@ -406,3 +406,63 @@ async fn a_call_is_acknowledged_only_once_answered() -> TestResult {
     server.shutdown().await;
     Ok(())
 }
+
+/// A database file removed when the test ends.
+struct TempDb(std::path::PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_signal_survives_the_caller_restarting() -> TestResult {
+    use snakemq::storage::{SqliteOptions, SqliteStore};
+    let db = TempDb(
+        std::env::temp_dir().join(format!("snakemq-rpc-persistent-{}.db", std::process::id())),
+    );
+    let endpoint = "memory:rpc-persistent-signal";
+    let client = Messaging::builder("client")
+        .connect(endpoint)
+        .store(SqliteStore::open(&db.0, SqliteOptions::default())?)
+        .start()
+        .await?;
+    let client_rpc = Rpc::new(&client)?;
+    // Queued while the server is away: one plain signal, one persistent.
+    WorkClient::new(&client_rpc, "server", "work")
+        .note("plain".into())
+        .await?;
+    client_rpc
+        .client("server", "work")
+        .with_persistent_signals(true)
+        .signal("ping", Bytes::new(), Some(Duration::from_secs(600)))
+        .await?;
+    client.shutdown().await;
+    // Every handle of the first run goes, and with them the store.
+    drop((client, client_rpc));
+
+    // The caller comes back on the same store; the server appears.
+    let client = Messaging::builder("client")
+        .connect(endpoint)
+        .store(SqliteStore::open(&db.0, SqliteOptions::default())?)
+        .start()
+        .await?;
+    let client_rpc = Rpc::new(&client)?;
+    let _rest = pump(&client, &client_rpc);
+    let (worker, mut notes) = Worker::new(0);
+    let (server, _server_rpc) = start_server(endpoint, &worker).await?;
+    WorkClient::new(&client_rpc, "server", "work")
+        .note("after".into())
+        .await?;
+    // Per-peer FIFO: the persistent signal first, the plain one is gone with the process.
+    assert_eq!(within(notes.recv()).await?.as_deref(), Some("ping"));
+    assert_eq!(within(notes.recv()).await?.as_deref(), Some("after"));
+    client.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
