@@ -149,7 +149,8 @@ pub struct RpcStats {
     pub malformed: u64,
     /// Calls received again and answered from the reply cache (or while running).
     pub duplicates: u64,
-    /// Calls and signals refused because too many ran.
+    /// Calls and signals refused as busy: at an in-flight bound (overall or per peer) or
+    /// by a load-shed layer.
     pub busy: u64,
     /// Calls and signals run to an end (success, error, panic or deadline).
     pub served: u64,
