@@ -35,6 +35,9 @@ pub(crate) enum Conv {
     MessageVec(TokenStream),
     /// `Option` of a user message, stored as optional bytes.
     MessageOption(TokenStream),
+    /// A map with user message values (the whole map type and the value type), stored as a
+    /// map of the same keys to bytes.
+    MessageMap(TokenStream, TokenStream),
 }
 
 /// The prost field for one signature type.
@@ -84,6 +87,15 @@ impl Mapping {
                     #encode,
                 ))
             }
+            Conv::MessageMap(_, ty) => {
+                let encode = encode_fn(ty);
+                quote_spanned!(ty.span()=> ::core::iter::Iterator::collect(
+                    ::core::iter::Iterator::map(
+                        ::core::iter::IntoIterator::into_iter(#value),
+                        |(__k, __v)| (__k, ::std::vec::Vec::from(#encode(&__v))),
+                    )
+                ))
+            }
         }
     }
 
@@ -123,6 +135,18 @@ impl Mapping {
                 quote_spanned!(ty.span()=> ::core::option::Option::transpose(
                     ::core::option::Option::map(#value, #decode)
                 ))
+            }
+            Conv::MessageMap(map, ty) => {
+                let decode = decode_fn(ty);
+                quote_spanned!(ty.span()=> ::core::iter::Iterator::collect::<
+                    ::core::result::Result<#map, ::snakemq::__private::WireError>,
+                >(::core::iter::Iterator::map(
+                    ::core::iter::IntoIterator::into_iter(#value),
+                    |(__k, __v)| ::core::result::Result::map(
+                        #decode(::snakemq::__private::bytes::Bytes::from(__v)),
+                        |__v| (__k, __v),
+                    ),
+                )))
             }
         }
     }
@@ -410,12 +434,25 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
         ("HashMap" | "BTreeMap", [key, value]) => {
             // prost's own attribute: `map = "string, int64"` for a HashMap, `btree_map`
             // for a BTreeMap; the field keeps the type exactly as the user wrote it.
-            let spec = format!("{}, {}", map_key(key)?, map_value(value)?);
-            let attr = if name == "HashMap" {
-                quote!(map = #spec)
+            let (key_kind, value_kind) = (map_key(key)?, map_value(value)?);
+            let message = value_kind == "message";
+            // Message values travel as bytes like a lone message (see `Conv::Message`).
+            let spec = format!("{key_kind}, {}", if message { "bytes" } else { value_kind });
+            let (attr, collection) = if name == "HashMap" {
+                (quote!(map = #spec), quote!(::std::collections::HashMap))
             } else {
-                quote!(btree_map = #spec)
+                (
+                    quote!(btree_map = #spec),
+                    quote!(::std::collections::BTreeMap),
+                )
             };
+            if message {
+                return Ok(Mapping {
+                    attr,
+                    stored: quote!(#collection<#key, ::std::vec::Vec<u8>>),
+                    conv: Conv::MessageMap(stored, quote_spanned!(value.span()=> #value)),
+                });
+            }
             Ok(Mapping {
                 attr,
                 stored,

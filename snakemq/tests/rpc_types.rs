@@ -145,6 +145,22 @@ pub struct PickRet {
     pub value: Option<Item>,
 }
 
+/// `describe`'s message map as a peer using a plain protobuf `map<string, Item>` sends it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescribeArgs {
+    /// `items` (tag 2; `blobs` and `flags` left empty).
+    #[prost(map = "string, message", tag = "2")]
+    pub items: HashMap<String, Item>,
+}
+
+/// `describe`'s result.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescribeRet {
+    /// The lines.
+    #[prost(string, repeated, tag = "1")]
+    pub value: Vec<String>,
+}
+
 fn item(name: &str, count: u32) -> Item {
     Item {
         name: name.into(),
@@ -320,6 +336,18 @@ async fn messages_are_plain_protobuf_message_fields_on_the_wire() -> TestResult 
         .await?
         .map_err(|_| "an application error from pick")?;
     assert_eq!(PickRet::decode(reply)?.value, Some(item("c", 9)));
+
+    let args = DescribeArgs {
+        items: HashMap::from([("k".to_owned(), item("kiwi", 4))]),
+    };
+    let reply = raw
+        .call("describe", Bytes::from(args.encode_to_vec()))
+        .await?
+        .map_err(|_| "an application error from describe")?;
+    assert_eq!(
+        DescribeRet::decode(reply)?.value,
+        vec!["[]".to_owned(), "k=kiwix4".to_owned(), "{}".to_owned()]
+    );
     peers.shutdown().await;
     Ok(())
 }
