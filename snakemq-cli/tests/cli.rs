@@ -203,6 +203,21 @@ fn demo_runs_by_itself() -> TestResult {
         ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("bob #1 shuts down in the middle of the call"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice gets \"hello alice, from bob #2\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "the call ran to completion exactly once (handler runs started/finished: \
+             bob #1 1/0, bob #2 1/1)"
+        ),
+        "{stdout}"
+    );
     assert!(stdout.contains("done in"), "{stdout}");
     Ok(())
 }
