@@ -253,13 +253,31 @@ impl Link {
     /// are gone, [`Incoming::next`] returns `None`. Listening or connecting afterwards
     /// fails with [`LinkError::Closed`].
     pub fn shutdown(&self) {
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, task) in tasks.drain() {
+        drop(self.stop_all());
+    }
+
+    /// [`shutdown`](Self::shutdown), then waits until every stopped task is gone, so that
+    /// the listening sockets and memory endpoint names are free when this returns (a new
+    /// listener on the same address does not race the old one's socket).
+    pub async fn close(&self) {
+        for task in self.stop_all() {
+            // An aborted task ends with a cancellation error: that is the point.
+            let _ = task.await;
+        }
+    }
+
+    /// Aborts every task, closes [`Incoming`] and returns the tasks to wait for.
+    fn stop_all(&self) -> Vec<JoinHandle<()>> {
+        let stopped: Vec<JoinHandle<()>> = {
+            let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.drain().map(|(_, task)| task).collect()
+        };
+        for task in &stopped {
             task.abort();
         }
-        drop(tasks);
         let mut tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
         tx.take();
+        stopped
     }
 }
 

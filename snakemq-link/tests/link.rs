@@ -524,3 +524,17 @@ async fn incoming_ends_when_the_link_is_dropped() -> TestResult {
     assert!(next.is_none());
     Ok(())
 }
+
+/// `close` returns only once the listening sockets are gone: the same address can be bound
+/// again at once, every time (with `shutdown` alone this raced the listener task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_frees_the_listening_address_before_returning() -> TestResult {
+    for _ in 0..20 {
+        let (link, _incoming) = Link::new(LinkConfig::default());
+        let (_, endpoint) = link.listen(&"127.0.0.1:0".parse()?).await?;
+        link.close().await;
+        let again = tokio::net::TcpListener::bind(endpoint.to_string()).await?;
+        drop(again);
+    }
+    Ok(())
+}

@@ -423,7 +423,8 @@ impl Messaging {
     /// Stops listeners and connectors, flushes and closes every connection, and waits
     /// until all of it is done. Queued messages stay in the store.
     pub async fn shutdown(&self) {
-        self.inner.link.shutdown();
+        // Waits for the listeners to be gone: their addresses are free when this returns.
+        self.inner.link.close().await;
         self.inner.shared.shutdown.cancel();
         self.inner.stopped.cancelled().await;
         if let Some(persister) = &self.inner.shared.persister {
