@@ -147,18 +147,21 @@ impl Driver {
                         }
                     }
                 }
+                // Before new messages: what the application confirmed before it sent
+                // something goes out first, so a peer never sees a reply ahead of the
+                // acknowledgements of what the reply answers.
+                Some(ids) = confirmed.recv() => {
+                    self.confirmed(ids).await;
+                    while let Ok(more) = confirmed.try_recv() {
+                        self.confirmed(more).await;
+                    }
+                }
                 _ = wake.notified(), if self.peer.is_some() => {
                     // New messages were queued. Let the other tasks that are ready run first:
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
                     // syscall (and one read and one ack at the peer) per message.
                     tokio::task::yield_now().await;
-                }
-                Some(ids) = confirmed.recv() => {
-                    self.confirmed(ids).await;
-                    while let Ok(more) = confirmed.try_recv() {
-                        self.confirmed(more).await;
-                    }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.proto.handle_timeout(now());
