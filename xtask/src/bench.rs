@@ -11,8 +11,9 @@
 //! everyone alike; the table shows the median of the rounds.
 //!
 //! A second table, from [`bench_store`](crate::bench_store), covers persistent queues and
-//! queue memory (`--only messaging` or `--only store` runs one of the two; `--no-rocksdb`
-//! leaves out the RocksDB row and its long first release build).
+//! queue memory, a third, from [`bench_rpc`](crate::bench_rpc), typed RPC against tarpc and
+//! Python snakeMQ (`--only messaging|store|rpc` runs one of them; `--no-rocksdb` leaves out
+//! the RocksDB row and its long first release build).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,9 +58,10 @@ const QUICK_DIVISOR: u64 = 20;
 /// Which tables to produce.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Only {
-    Both,
+    All,
     Messaging,
     Store,
+    Rpc,
 }
 
 /// Parsed arguments of `bench`.
@@ -74,7 +76,7 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
     let mut args = Args {
         rounds: 3,
         quick: false,
-        only: Only::Both,
+        only: Only::All,
         rocksdb: true,
     };
     let mut iter = rest.iter();
@@ -94,9 +96,10 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
                 args.only = match iter.next().map(String::as_str) {
                     Some("messaging") => Only::Messaging,
                     Some("store") => Only::Store,
+                    Some("rpc") => Only::Rpc,
                     other => {
                         return Err(format!(
-                            "--only takes `messaging` or `store`, not {other:?}"
+                            "--only takes `messaging`, `store` or `rpc`, not {other:?}"
                         ));
                     }
                 }
@@ -104,7 +107,7 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument `{other}` (usage: bench [--rounds N] [--quick] \
-                     [--only messaging|store] [--no-rocksdb])"
+                     [--only messaging|store|rpc] [--no-rocksdb])"
                 ));
             }
         }
@@ -144,11 +147,18 @@ type Prepared = BTreeMap<Harness, Vec<PathBuf>>;
 
 pub(crate) fn run(args: Args) -> Result<(), String> {
     let mut summary = String::new();
-    if args.only != Only::Store {
+    let wants = |only: Only| args.only == Only::All || args.only == only;
+    if wants(Only::Messaging) {
         summary.push_str(&run_messaging(&args)?);
     }
-    if args.only != Only::Messaging {
+    if wants(Only::Store) {
         let table = crate::bench_store::run(args.rounds, args.quick, args.rocksdb)?;
+        println!("\n{table}");
+        summary.push('\n');
+        summary.push_str(&table);
+    }
+    if wants(Only::Rpc) {
+        let table = crate::bench_rpc::run(args.rounds, args.quick)?;
         println!("\n{table}");
         summary.push('\n');
         summary.push_str(&table);

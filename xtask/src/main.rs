@@ -5,13 +5,15 @@
 //! Commands:
 //! - `ci`: format check, clippy, tests (with the Python interop virtualenv), docs, examples.
 //! - `fuzz --seconds N`: every cargo-fuzz target in `fuzz/` for N seconds each.
-//! - `bench [--rounds N] [--quick] [--only messaging|store] [--no-rocksdb]`: our throughput
+//! - `bench [--rounds N] [--quick] [--only messaging|store|rpc] [--no-rocksdb]`: our throughput
 //!   against libzmq, Python snakeMQ and raw TCP; persistent queues against rusqlite, fsync,
-//!   rust-rocksdb and Python snakeMQ; queue memory against libzmq.
+//!   rust-rocksdb and Python snakeMQ; queue memory against libzmq; RPC against tarpc and
+//!   Python snakeMQ.
 //! - `crash [--messages N] [--kills K] [--seed S]`: persistent delivery under SIGKILL.
 //! - `python-env`: ensure the interop virtualenv and print its interpreter path.
 
 mod bench;
+mod bench_rpc;
 mod bench_store;
 mod ci;
 mod crash;
@@ -27,9 +29,10 @@ usage: cargo xtask <command>
 commands:
   ci                          fmt check, clippy, tests, docs, examples (what .ci/run runs)
   fuzz --seconds N            run every fuzz target in fuzz/ for N seconds each
-  bench [--rounds N] [--quick] [--only messaging|store] [--no-rocksdb]
+  bench [--rounds N] [--quick] [--only messaging|store|rpc] [--no-rocksdb]
                               throughput: ours vs libzmq vs Python snakeMQ vs raw TCP;
-                              persistent queues and queue memory vs their baselines
+                              persistent queues and queue memory vs their baselines;
+                              typed RPC vs tarpc and Python snakeMQ
   crash [--messages N] [--kills K] [--seed S] [--max-delay-ms MS] [--timeout SECONDS]
                               persistent delivery while sender and receiver get SIGKILLed
   python-env                  ensure the Python interop virtualenv, print its interpreter

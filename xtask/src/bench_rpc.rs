@@ -1,0 +1,199 @@
+//! The RPC part of `cargo xtask bench` (issue 4): a 64-byte echo with our typed RPC beside
+//! tarpc and Python snakeMQ 1.6's RPC, in interleaved rounds.
+//!
+//! - `rpc-bench ours|tarpc latency --calls N`: one call outstanding, p50 and p99;
+//! - `rpc-bench ours|tarpc throughput --calls N --in-flight 64`: calls per second;
+//! - `bench/snakemq_py_rpc_bench.py N`: Python snakeMQ's calls per second (its calls block,
+//!   one outstanding is its best configuration).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bench::{group_digits, json_number, last_json_line, median};
+use crate::util;
+
+/// A harness run must finish within this, or it counts as failed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One measured figure: (harness, what).
+type Key = (&'static str, &'static str);
+
+/// Runs the RPC rounds and returns the rendered table.
+pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
+    eprintln!("==> building rpc-bench (release)");
+    util::run(util::cargo().args(["build", "--release", "-p", "rpc-bench"]))?;
+    let root = util::workspace_root();
+    let rpc_bench = util::target_dir().join("release").join("rpc-bench");
+    let python = crate::python::ensure_python_venv()
+        .map_err(|err| eprintln!("Python snakeMQ left out: {err}"))
+        .ok();
+    let calls = if quick { "2000" } else { "20000" };
+    let python_calls = if quick { "500" } else { "3000" };
+
+    let mut results: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+    let mut broken: BTreeMap<&'static str, String> = BTreeMap::new();
+    for round in 1..=rounds {
+        let mut runs: Vec<(&'static str, Command, Vec<Key>)> = Vec::new();
+        for harness in ["ours", "tarpc"] {
+            let mut latency = Command::new(&rpc_bench);
+            latency.args([harness, "latency", "--calls", calls]);
+            runs.push((
+                harness,
+                latency,
+                vec![(harness, "p50_us"), (harness, "p99_us")],
+            ));
+            let mut throughput = Command::new(&rpc_bench);
+            throughput.args([harness, "throughput", "--calls", calls, "--in-flight", "64"]);
+            runs.push((harness, throughput, vec![(harness, "calls_per_sec")]));
+        }
+        if let Some(python) = &python {
+            let mut command = Command::new(python);
+            command
+                .arg(root.join("bench").join("snakemq_py_rpc_bench.py"))
+                .arg(python_calls);
+            runs.push(("python", command, vec![("python", "calls_per_sec")]));
+        }
+        for (harness, mut command, keys) in runs {
+            if broken.contains_key(harness) {
+                continue;
+            }
+            eprint!("round {round}/{rounds}: {} ... ", util::describe(&command));
+            let outcome =
+                util::run_with_timeout(&mut command, RUN_TIMEOUT, false).and_then(|out| {
+                    let line = last_json_line(&out.stdout)
+                        .ok_or("no JSON line")?
+                        .to_string();
+                    keys.iter()
+                        .map(|key| {
+                            json_number(&line, key.1)
+                                .filter(|v| v.is_finite() && *v > 0.0)
+                                .map(|v| (*key, v))
+                                .ok_or_else(|| format!("no {} in `{line}`", key.1))
+                        })
+                        .collect::<Result<Vec<_>, String>>()
+                });
+            match outcome {
+                Ok(values) => {
+                    let shown: Vec<String> = values
+                        .iter()
+                        .map(|((_, what), v)| format!("{what} {}", group_digits(*v)))
+                        .collect();
+                    eprintln!("{}", shown.join(", "));
+                    for (key, value) in values {
+                        results.entry(key).or_default().push(value);
+                    }
+                }
+                Err(err) => {
+                    eprintln!("failed\n{err}");
+                    broken.insert(harness, err);
+                }
+            }
+        }
+    }
+
+    let mut table = render(&results, rounds, quick);
+    for (harness, err) in &broken {
+        table.push_str(&format!(
+            "\nnote: {harness} left out:\n    {}\n",
+            err.replace('\n', "\n    ")
+        ));
+    }
+    Ok(table)
+}
+
+fn render(results: &BTreeMap<Key, Vec<f64>>, rounds: usize, quick: bool) -> String {
+    let value = |key: Key| results.get(&key).and_then(|v| median(v));
+    let cell = |v: Option<f64>| v.map_or_else(|| "–".to_string(), group_digits);
+    let mut table = format!(
+        "RPC, 64-byte echo over 127.0.0.1, median of {rounds} interleaved round(s){}.\n\n\
+         | measure | ours | baseline | ours/baseline | target | met |\n\
+         |---|---:|---:|---:|---:|:-:|\n",
+        if quick { ", --quick counts" } else { "" }
+    );
+    let rows: [(&str, Key, Key, f64, bool); 4] = [
+        (
+            "p50 µs, one outstanding",
+            ("ours", "p50_us"),
+            ("tarpc", "p50_us"),
+            0.9,
+            true,
+        ),
+        (
+            "p99 µs, one outstanding",
+            ("ours", "p99_us"),
+            ("tarpc", "p99_us"),
+            1.0,
+            true,
+        ),
+        (
+            "calls/s, 64 in flight",
+            ("ours", "calls_per_sec"),
+            ("tarpc", "calls_per_sec"),
+            1.2,
+            false,
+        ),
+        (
+            "calls/s against Python snakeMQ 1.6",
+            ("ours", "calls_per_sec"),
+            ("python", "calls_per_sec"),
+            100.0,
+            false,
+        ),
+    ];
+    for (what, ours, baseline, target, lower_is_better) in rows {
+        let (o, b) = (value(ours), value(baseline));
+        let ratio = match (o, b) {
+            (Some(o), Some(b)) if b > 0.0 => Some(o / b),
+            _ => None,
+        };
+        let met = ratio.map_or("–", |r| {
+            let ok = if lower_is_better {
+                r <= target
+            } else {
+                r >= target
+            };
+            if ok { "yes" } else { "no" }
+        });
+        table.push_str(&format!(
+            "| {what} | {} | {} ({}) | {} | {} {target}× | {met} |\n",
+            cell(o),
+            cell(b),
+            baseline.0,
+            ratio.map_or_else(|| "–".to_string(), |r| format!("{r:.2}×")),
+            if lower_is_better { "<=" } else { ">=" },
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_targets_want_lower_and_throughput_higher() {
+        let mut results = BTreeMap::new();
+        results.insert(("ours", "p50_us"), vec![30.0]);
+        results.insert(("tarpc", "p50_us"), vec![40.0]);
+        results.insert(("ours", "calls_per_sec"), vec![100_000.0]);
+        results.insert(("tarpc", "calls_per_sec"), vec![150_000.0]);
+        let table = render(&results, 1, false);
+        let line = |what: &str| {
+            table
+                .lines()
+                .find(|line| line.contains(what))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line("p50").ends_with("| 0.75× | <= 0.9× | yes |"),
+            "{table}"
+        );
+        assert!(
+            line("64 in flight").ends_with("| 0.67× | >= 1.2× | no |"),
+            "{table}"
+        );
+        assert!(line("p99").ends_with("| – | <= 1× | – |"), "{table}");
+    }
+}
