@@ -79,3 +79,16 @@ pub struct PeerStats {
     /// Sequence number of the oldest message.
     pub oldest_seq: Option<u64>,
 }
+
+/// Logs the [`Expiry::WhileConnected`] messages a durable store deleted when it opened
+/// (left by a process that stopped before delivering them), for every backend alike.
+#[cfg(any(feature = "sqlite", feature = "rocksdb"))]
+pub(crate) fn report_removed_at_open(path: &std::path::Path, removed: u64) {
+    if removed > 0 {
+        tracing::info!(
+            path = %path.display(),
+            removed,
+            "dropped messages that were only valid while their peer was connected"
+        );
+    }
+}

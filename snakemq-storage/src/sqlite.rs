@@ -144,13 +144,7 @@ impl SqliteStore {
         };
         store.reload()?;
         store.removed_at_open = store.transact(|w| w.remove_while_connected())?;
-        if store.removed_at_open > 0 {
-            tracing::info!(
-                path = %store.path.display(),
-                removed = store.removed_at_open,
-                "dropped messages that were only valid while their peer was connected"
-            );
-        }
+        crate::record::report_removed_at_open(&store.path, store.removed_at_open);
         Ok(store)
     }
 
