@@ -315,6 +315,69 @@ fn map_value(ty: &Type) -> syn::Result<&'static str> {
     }
 }
 
+/// The two wrappers a field can have, which map the same way with their own label and
+/// conversions.
+#[derive(Clone, Copy)]
+enum Wrapper {
+    Vec,
+    Option,
+}
+
+impl Wrapper {
+    /// The prost label.
+    fn label(self) -> TokenStream {
+        match self {
+            Wrapper::Vec => quote!(repeated),
+            Wrapper::Option => quote!(optional),
+        }
+    }
+
+    /// The wrapper around `inner`, as stored in the generated message.
+    fn around(self, inner: TokenStream) -> TokenStream {
+        match self {
+            Wrapper::Vec => quote!(::std::vec::Vec<#inner>),
+            Wrapper::Option => quote!(::core::option::Option<#inner>),
+        }
+    }
+}
+
+/// `Vec<T>` or `Option<T>` of a scalar, a narrow integer (widened on the wire) or a user
+/// message (carried as its encoded bytes).
+fn wrapped(wrapper: Wrapper, inner: &Type, stored: TokenStream) -> syn::Result<Mapping> {
+    let Inner {
+        kind,
+        wide,
+        message,
+    } = inner_kind(inner)?;
+    let label = wrapper.label();
+    if message {
+        let user = quote_spanned!(inner.span()=> #inner);
+        return Ok(Mapping {
+            attr: quote!(#kind, #label),
+            stored: wrapper.around(quote!(::snakemq::__private::bytes::Bytes)),
+            conv: match wrapper {
+                Wrapper::Vec => Conv::MessageVec(user),
+                Wrapper::Option => Conv::MessageOption(user),
+            },
+        });
+    }
+    Ok(match wide {
+        None => Mapping {
+            attr: quote!(#kind, #label),
+            stored,
+            conv: Conv::Same,
+        },
+        Some(wide) => Mapping {
+            attr: quote!(#kind, #label),
+            stored: wrapper.around(quote!(#wide)),
+            conv: match wrapper {
+                Wrapper::Vec => Conv::NarrowVec,
+                Wrapper::Option => Conv::NarrowOption,
+            },
+        },
+    })
+}
+
 fn is_u8(ty: &Type) -> bool {
     matches!(path_parts(ty), Some((name, args, false)) if name == "u8" && args.is_empty())
 }
@@ -372,32 +435,7 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
             stored,
             conv: Conv::Same,
         }),
-        ("Vec", [inner]) => {
-            let Inner {
-                kind,
-                wide,
-                message,
-            } = inner_kind(inner)?;
-            if message {
-                return Ok(Mapping {
-                    attr: quote!(#kind, repeated),
-                    stored: quote!(::std::vec::Vec<::snakemq::__private::bytes::Bytes>),
-                    conv: Conv::MessageVec(quote_spanned!(inner.span()=> #inner)),
-                });
-            }
-            Ok(match wide {
-                None => Mapping {
-                    attr: quote!(#kind, repeated),
-                    stored,
-                    conv: Conv::Same,
-                },
-                Some(wide) => Mapping {
-                    attr: quote!(#kind, repeated),
-                    stored: quote!(::std::vec::Vec<#wide>),
-                    conv: Conv::NarrowVec,
-                },
-            })
-        }
+        ("Vec", [inner]) => wrapped(Wrapper::Vec, inner, stored),
         ("Option", [inner]) => {
             if matches!(path_parts(inner), Some((n, a, _)) if n == "Vec" && !(a.len() == 1 && a.first().is_some_and(|t| is_u8(t))))
             {
@@ -406,30 +444,7 @@ pub(crate) fn map(ty: &Type) -> syn::Result<Mapping> {
                     "Option<Vec<T>> has no protobuf form, use Vec<T>",
                 ));
             }
-            let Inner {
-                kind,
-                wide,
-                message,
-            } = inner_kind(inner)?;
-            if message {
-                return Ok(Mapping {
-                    attr: quote!(#kind, optional),
-                    stored: quote!(::core::option::Option<::snakemq::__private::bytes::Bytes>),
-                    conv: Conv::MessageOption(quote_spanned!(inner.span()=> #inner)),
-                });
-            }
-            Ok(match wide {
-                None => Mapping {
-                    attr: quote!(#kind, optional),
-                    stored,
-                    conv: Conv::Same,
-                },
-                Some(wide) => Mapping {
-                    attr: quote!(#kind, optional),
-                    stored: quote!(::core::option::Option<#wide>),
-                    conv: Conv::NarrowOption,
-                },
-            })
+            wrapped(Wrapper::Option, inner, stored)
         }
         ("HashMap" | "BTreeMap", [key, value]) => {
             // prost's own attribute: `map = "string, int64"` for a HashMap, `btree_map`

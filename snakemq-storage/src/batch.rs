@@ -54,6 +54,7 @@ impl WriteBatch {
     /// Replays the batch, in its order, into one backend transaction: all pushes at once,
     /// removals by runs of one peer (acknowledgements arrive that way), received ids one
     /// by one.
+    #[cfg(any(feature = "sqlite", feature = "rocksdb"))]
     pub(crate) fn apply<T: BatchTarget>(&self, target: &mut T) -> Result<(), T::Error> {
         target.insert_all(&self.pushes)?;
         let mut run: Vec<u64> = Vec::new();
@@ -73,6 +74,7 @@ impl WriteBatch {
 }
 
 /// One open transaction of a durable backend: what a [`WriteBatch`] is made of.
+#[cfg(any(feature = "sqlite", feature = "rocksdb"))]
 pub(crate) trait BatchTarget {
     /// The backend's own error (mapped to [`StorageError`](crate::StorageError) by the
     /// store, which knows the file).
