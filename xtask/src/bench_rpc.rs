@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::bench::{group_digits, json_number, last_json_line, median};
+use crate::bench_store::target_row;
 use crate::util;
 
 /// A harness run must finish within this, or it counts as failed.
@@ -104,7 +105,6 @@ pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
 
 fn render(results: &BTreeMap<Key, Vec<f64>>, rounds: usize, quick: bool) -> String {
     let value = |key: Key| results.get(&key).and_then(|v| median(v));
-    let cell = |v: Option<f64>| v.map_or_else(|| "–".to_string(), group_digits);
     let mut table = format!(
         "RPC, 64-byte echo over 127.0.0.1, median of {rounds} interleaved round(s){}.\n\n\
          | measure | ours | baseline | ours/baseline | target | met |\n\
@@ -142,26 +142,13 @@ fn render(results: &BTreeMap<Key, Vec<f64>>, rounds: usize, quick: bool) -> Stri
         ),
     ];
     for (what, ours, baseline, target, lower_is_better) in rows {
-        let (o, b) = (value(ours), value(baseline));
-        let ratio = match (o, b) {
-            (Some(o), Some(b)) if b > 0.0 => Some(o / b),
-            _ => None,
-        };
-        let met = ratio.map_or("–", |r| {
-            let ok = if lower_is_better {
-                r <= target
-            } else {
-                r >= target
-            };
-            if ok { "yes" } else { "no" }
-        });
-        table.push_str(&format!(
-            "| {what} | {} | {} ({}) | {} | {} {target}× | {met} |\n",
-            cell(o),
-            cell(b),
+        table.push_str(&target_row(
+            what,
+            value(ours),
+            value(baseline),
             baseline.0,
-            ratio.map_or_else(|| "–".to_string(), |r| format!("{r:.2}×")),
-            if lower_is_better { "<=" } else { ">=" },
+            target,
+            lower_is_better,
         ));
     }
     table

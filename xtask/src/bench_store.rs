@@ -318,9 +318,40 @@ fn figure(command: &mut Command, field: &str) -> Result<f64, String> {
     }
 }
 
+/// One row of a targets table: ours, the baseline, their ratio and whether the target is
+/// met (`lower_is_better`: the ratio must be at most `target`, else at least).
+pub(crate) fn target_row(
+    what: &str,
+    ours: Option<f64>,
+    baseline: Option<f64>,
+    baseline_name: &str,
+    target: f64,
+    lower_is_better: bool,
+) -> String {
+    let cell = |v: Option<f64>| v.map_or_else(|| "–".to_string(), group_digits);
+    let ratio = match (ours, baseline) {
+        (Some(ours), Some(baseline)) if baseline > 0.0 => Some(ours / baseline),
+        _ => None,
+    };
+    let met = ratio.map_or("–", |ratio| {
+        let ok = if lower_is_better {
+            ratio <= target
+        } else {
+            ratio >= target
+        };
+        if ok { "yes" } else { "no" }
+    });
+    format!(
+        "| {what} | {} | {} ({baseline_name}) | {} | {} {target}× | {met} |\n",
+        cell(ours),
+        cell(baseline),
+        ratio.map_or_else(|| "–".to_string(), |r| format!("{r:.2}×")),
+        if lower_is_better { "<=" } else { ">=" },
+    )
+}
+
 fn render(results: &BTreeMap<Harness, Vec<f64>>, rounds: usize, quick: bool) -> String {
     let value = |harness: Harness| results.get(&harness).and_then(|v| median(v));
-    let cell = |v: Option<f64>| v.map_or_else(|| "–".to_string(), group_digits);
     let mut table = format!(
         "Persistent queues, median of {rounds} interleaved round(s){}; 64 B messages.\n\n\
          | measure | ours | baseline | ours/baseline | target | met |\n\
@@ -329,28 +360,13 @@ fn render(results: &BTreeMap<Harness, Vec<f64>>, rounds: usize, quick: bool) -> 
     );
     for row in &ROWS {
         let (ours, baseline) = (value(row.ours), value(row.baseline));
-        let ratio = match (ours, baseline) {
-            (Some(ours), Some(baseline)) if baseline > 0.0 => Some(ours / baseline),
-            _ => None,
-        };
-        let met = ratio.map_or("–", |ratio| {
-            let ok = if row.lower_is_better {
-                ratio <= row.target
-            } else {
-                ratio >= row.target
-            };
-            if ok { "yes" } else { "no" }
-        });
-        table.push_str(&format!(
-            "| {} | {} | {} ({}) | {} | {} {}× | {} |\n",
+        table.push_str(&target_row(
             row.what,
-            cell(ours),
-            cell(baseline),
+            ours,
+            baseline,
             row.baseline.name(),
-            ratio.map_or_else(|| "–".to_string(), |r| format!("{r:.2}×")),
-            if row.lower_is_better { "<=" } else { ">=" },
             row.target,
-            met
+            row.lower_is_better,
         ));
     }
     table
