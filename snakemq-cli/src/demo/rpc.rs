@@ -89,33 +89,14 @@ fn pump(events: Events, rpc: &Rpc, seen: Option<mpsc::UnboundedSender<Event>>) {
 
 /// A bob listening on `endpoint` and serving `implementation` as "greeter".
 async fn start_bob(endpoint: &str, implementation: &Arc<Bob>) -> Result<Messaging, CliError> {
-    let bob = listen_retrying(endpoint).await?;
+    // The first bob's `shutdown` returned only once his listening socket was closed
+    // (`Link::close`), so the address is free again.
+    let bob = Messaging::builder("bob").listen(endpoint).start().await?;
     let events = bob.events();
     let rpc = Rpc::new(&bob)?;
     rpc.serve("greeter", GreeterServer::from_arc(implementation.clone()));
     pump(events, &rpc, None);
     Ok(bob)
-}
-
-/// Starts a bob listening on `endpoint`, trying again for a moment while the address is
-/// in use: right after the first bob stops, the operating system may still hold his
-/// port for a few milliseconds (a socket of the old connection still closing, or a
-/// reconnect attempt of alice's), and nothing reports when it is free.
-async fn listen_retrying(endpoint: &str) -> Result<Messaging, CliError> {
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        match Messaging::builder("bob").listen(endpoint).start().await {
-            Ok(bob) => return Ok(bob),
-            Err(snakemq::Error::Link(snakemq::link::LinkError::Bind { source, .. }))
-                if source.kind() == std::io::ErrorKind::AddrInUse
-                    && tokio::time::Instant::now() < give_up =>
-            {
-                tracing::debug!(endpoint, "address still in use, trying again");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
 }
 
 /// The next connection event `want` accepts.
