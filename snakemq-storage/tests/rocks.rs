@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use snakemq_storage::{
-    Expiry, NewRecord, QueueStore, Record, RocksOptions, RocksStore, StorageError, WriteBatch,
-};
+use snakemq_storage::{Expiry, NewRecord, QueueStore, RocksOptions, RocksStore, StorageError};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -246,58 +244,5 @@ fn a_foreign_rocksdb_database_is_refused_untouched() -> TestResult {
         vec!["default".to_owned()],
         "no column family added"
     );
-    Ok(())
-}
-
-/// Not a test: the cost of one synced `write` of 100 pushes next to the same work done
-/// with rust-rocksdb directly. `cargo test --release -p snakemq-storage --features rocksdb
-/// --test rocks -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement; run in release with --nocapture"]
-fn measure_synced_batches_of_100() -> TestResult {
-    const ROUNDS: u64 = 200;
-    let payload = Bytes::from(vec![7u8; 100]);
-    let (_dir, path) = place()?;
-    let mut store = open(&path)?;
-    let mut seq = 0;
-    let started = std::time::Instant::now();
-    for _ in 0..ROUNDS {
-        let mut batch = WriteBatch::new();
-        for _ in 0..100 {
-            seq += 1;
-            let record = NewRecord {
-                uuid: u128::from(seq).to_be_bytes(),
-                data: payload.clone(),
-                flags: 0,
-                expiry: Expiry::Never,
-            };
-            batch
-                .pushes
-                .push(("a".into(), Record::from_new(seq, record)));
-        }
-        store.write(batch)?;
-    }
-    let ours = started.elapsed() / ROUNDS as u32;
-
-    let raw_path = path.with_extension("raw");
-    let mut options = rocksdb::Options::default();
-    options.create_if_missing(true);
-    options.set_compression_type(rocksdb::DBCompressionType::None);
-    let db = rocksdb::DB::open(&options, &raw_path)?;
-    let mut sync = rocksdb::WriteOptions::default();
-    sync.set_sync(true);
-    let value = vec![7u8; 130];
-    let mut key = 0u64;
-    let started = std::time::Instant::now();
-    for _ in 0..ROUNDS {
-        let mut batch = rocksdb::WriteBatch::default();
-        for _ in 0..100 {
-            key += 1;
-            batch.put(key.to_be_bytes(), &value);
-        }
-        db.write_opt(batch, &sync)?;
-    }
-    let raw = started.elapsed() / ROUNDS as u32;
-    eprintln!("synced write of 100 pushes: RocksStore {ours:?}, plain rust-rocksdb {raw:?}");
     Ok(())
 }
