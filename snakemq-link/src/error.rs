@@ -54,4 +54,10 @@ pub enum LinkError {
     /// The connection (or the link) is closed.
     #[error("connection closed")]
     Closed,
+    /// A connection did not become ready (TLS handshake, middleware) in time.
+    #[error("connection not established within {0:?}")]
+    EstablishTimeout(std::time::Duration),
+    /// A middleware layer refused the connection.
+    #[error("connection refused: {0}")]
+    Refused(String),
 }

@@ -36,7 +36,9 @@ mod endpoint;
 mod error;
 mod link;
 mod memory;
+mod options;
 pub mod packet;
+mod stream;
 
 pub use backoff::Backoff;
 pub use connection::{
@@ -46,4 +48,6 @@ pub use connection::{
 pub use endpoint::Endpoint;
 pub use error::LinkError;
 pub use link::{ConnectorId, Incoming, Link, LinkConfig, ListenerId};
+pub use options::{ConnectOptions, ListenOptions};
 pub use packet::{DEFAULT_MAX_PACKET_SIZE, PacketDecoder};
+pub use stream::{ByteStream, Passthrough};

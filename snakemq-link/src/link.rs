@@ -6,20 +6,23 @@
 //! [`Backoff`]. The number of open connections is bounded.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::connection::{
-    AliveToken, BoxRead, BoxWrite, ClosedSignal, ConnId, ConnInfo, Connection, Direction,
-    TransportKind, alive_pair,
+    AliveToken, ClosedSignal, ConnId, ConnInfo, Connection, Direction, TransportKind, alive_pair,
 };
 use crate::memory::{self, MemoryListener};
-use crate::{Backoff, DEFAULT_MAX_PACKET_SIZE, Endpoint, LinkError};
+use crate::stream::{ByteStream, Middleware, Passthrough};
+use crate::{Backoff, ConnectOptions, DEFAULT_MAX_PACKET_SIZE, Endpoint, LinkError, ListenOptions};
 
 /// Settings of a [`Link`].
 #[derive(Debug, Clone)]
@@ -34,6 +37,10 @@ pub struct LinkConfig {
     pub max_connections: usize,
     /// New connections waiting to be taken from [`Incoming`] before listeners pause.
     pub incoming_capacity: usize,
+    /// Longest time from an open socket to a ready connection (TLS handshake and
+    /// middleware); a peer that stalls there is dropped.
+    pub establish_timeout: Duration,
+    middleware: Option<Middleware>,
 }
 
 impl Default for LinkConfig {
@@ -43,6 +50,8 @@ impl Default for LinkConfig {
             backoff: Backoff::default(),
             max_connections: 1024,
             incoming_capacity: 64,
+            establish_timeout: Duration::from_secs(10),
+            middleware: None,
         }
     }
 }
@@ -63,6 +72,29 @@ impl LinkConfig {
     /// Sets the connection limit.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets the time allowed from an open socket to a ready connection.
+    pub fn establish_timeout(mut self, timeout: Duration) -> Self {
+        self.establish_timeout = timeout;
+        self
+    }
+
+    /// Wraps every connection's byte stream in a tower middleware stack (see
+    /// [`ByteStream`]); `layer` is usually a `tower::ServiceBuilder`. Replaces an earlier
+    /// stack.
+    pub fn middleware<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Passthrough>,
+        L::Service: Service<ByteStream, Response = ByteStream, Error = LinkError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<ByteStream>>::Future: Send + 'static,
+    {
+        self.middleware = Some(Middleware::new(layer));
         self
     }
 }
@@ -122,18 +154,53 @@ struct TaskCtx {
     tx: mpsc::Sender<Connection>,
     slots: Arc<Semaphore>,
     max_packet_size: u32,
+    establish_timeout: Duration,
+    middleware: Option<Middleware>,
 }
 
 impl TaskCtx {
-    fn wrap(
+    /// Turns an open stream into a connection: `secured` (the TLS handshake, if any), then
+    /// the middleware stack, all within the establish timeout.
+    async fn establish(
         &self,
-        read: BoxRead,
-        write: BoxWrite,
-        mut info: ConnInfo,
+        secured: impl Future<Output = Result<ByteStream, LinkError>>,
         alive: AliveToken,
-    ) -> Connection {
-        info.peer_certificates.clear();
-        Connection::spawn(info, read, write, self.max_packet_size, alive)
+    ) -> Result<Connection, LinkError> {
+        let steps = async {
+            let stream = secured.await?;
+            match &self.middleware {
+                Some(middleware) => middleware.apply(stream).await,
+                None => Ok(stream),
+            }
+        };
+        let stream = tokio::time::timeout(self.establish_timeout, steps)
+            .await
+            .map_err(|_| LinkError::EstablishTimeout(self.establish_timeout))??;
+        Ok(Connection::spawn(
+            stream.info,
+            stream.read,
+            stream.write,
+            self.max_packet_size,
+            alive,
+        ))
+    }
+
+    /// Establishes an accepted stream and queues it on [`Incoming`]; run in the accept
+    /// loop's set of tasks, so that a slow handshake never holds up the next accept.
+    async fn hand_over_accepted(
+        self,
+        stream: ByteStream,
+        options: Arc<ListenOptions>,
+        alive: AliveToken,
+    ) {
+        let id = stream.info.id;
+        match self.establish(options.secure(stream), alive).await {
+            Ok(connection) => {
+                tracing::debug!(conn = %id, remote = %connection.info().remote, "accepted");
+                let _ = self.tx.send(connection).await;
+            }
+            Err(error) => tracing::info!(conn = %id, %error, "refused an incoming connection"),
+        }
     }
 }
 
@@ -167,6 +234,8 @@ impl Link {
             tx: tx.clone().ok_or(LinkError::Closed)?,
             slots: self.inner.slots.clone(),
             max_packet_size: self.inner.config.max_packet_size,
+            establish_timeout: self.inner.config.establish_timeout,
+            middleware: self.inner.config.middleware.clone(),
         })
     }
 
@@ -195,10 +264,21 @@ impl Link {
         }
     }
 
-    /// Starts listening. Returns the id and the bound endpoint (port 0 is replaced by the
-    /// port the system chose).
+    /// Starts listening with plain connections. Returns the id and the bound endpoint (port
+    /// 0 is replaced by the port the system chose).
     pub async fn listen(&self, endpoint: &Endpoint) -> Result<(ListenerId, Endpoint), LinkError> {
+        self.listen_with(endpoint, ListenOptions::default()).await
+    }
+
+    /// Starts listening with the given options (TLS). Returns the id and the bound endpoint
+    /// (port 0 is replaced by the port the system chose).
+    pub async fn listen_with(
+        &self,
+        endpoint: &Endpoint,
+        options: ListenOptions,
+    ) -> Result<(ListenerId, Endpoint), LinkError> {
         let ctx = self.ctx()?;
+        let options = Arc::new(options);
         let (task, bound) = match endpoint {
             Endpoint::Tcp(addr) => {
                 let listener =
@@ -210,13 +290,14 @@ impl Link {
                         })?;
                 let local = listener.local_addr()?;
                 let span = tracing::info_span!("listener", addr = %local);
-                let task = tokio::spawn(tcp_accept_loop(listener, ctx).instrument(span));
+                let task = tokio::spawn(tcp_accept_loop(listener, ctx, options).instrument(span));
                 (task, Endpoint::tcp(local))
             }
             Endpoint::Memory(name) => {
                 let listener = MemoryListener::bind(name)?;
                 let span = tracing::info_span!("listener", addr = %endpoint);
-                let task = tokio::spawn(memory_accept_loop(listener, ctx).instrument(span));
+                let task =
+                    tokio::spawn(memory_accept_loop(listener, ctx, options).instrument(span));
                 (task, endpoint.clone())
             }
         };
@@ -224,16 +305,29 @@ impl Link {
         Ok((ListenerId(self.register(task)), bound))
     }
 
-    /// Starts a connector that keeps one connection to `endpoint` open, reconnecting with
-    /// backoff whenever it fails or closes.
+    /// Starts a connector that keeps one plain connection to `endpoint` open, reconnecting
+    /// with backoff whenever it fails or closes.
     ///
     /// # Errors
     /// [`LinkError::Closed`] after [`Link::shutdown`].
     pub fn connect(&self, endpoint: Endpoint) -> Result<ConnectorId, LinkError> {
+        self.connect_with(endpoint, ConnectOptions::default())
+    }
+
+    /// [`connect`](Self::connect) with the given options (TLS). A failed handshake counts
+    /// as a failed attempt: the connector retries with backoff.
+    ///
+    /// # Errors
+    /// [`LinkError::Closed`] after [`Link::shutdown`].
+    pub fn connect_with(
+        &self,
+        endpoint: Endpoint,
+        options: ConnectOptions,
+    ) -> Result<ConnectorId, LinkError> {
         let ctx = self.ctx()?;
         let backoff = self.inner.config.backoff;
         let span = tracing::info_span!("connector", to = %endpoint);
-        let task = tokio::spawn(connector_loop(endpoint, backoff, ctx).instrument(span));
+        let task = tokio::spawn(connector_loop(endpoint, options, backoff, ctx).instrument(span));
         Ok(ConnectorId(self.register(task)))
     }
 
@@ -281,7 +375,7 @@ impl Link {
     }
 }
 
-fn tcp_parts(stream: TcpStream) -> Result<(BoxRead, BoxWrite, ConnInfo), LinkError> {
+fn tcp_parts(stream: TcpStream) -> Result<ByteStream, LinkError> {
     // Small packets (pings, acks) must not wait for Nagle's algorithm.
     stream.set_nodelay(true)?;
     let remote_addr = stream.peer_addr()?;
@@ -296,10 +390,10 @@ fn tcp_parts(stream: TcpStream) -> Result<(BoxRead, BoxWrite, ConnInfo), LinkErr
         direction: Direction::Inbound,
         peer_certificates: Vec::new(),
     };
-    Ok((Box::new(read), Box::new(write), info))
+    Ok(ByteStream::new(info, Box::new(read), Box::new(write)))
 }
 
-fn memory_parts(stream: tokio::io::DuplexStream, remote: String) -> (BoxRead, BoxWrite, ConnInfo) {
+fn memory_parts(stream: tokio::io::DuplexStream, remote: String) -> ByteStream {
     let (read, write) = tokio::io::split(stream);
     let info = ConnInfo {
         id: ConnId::next(),
@@ -310,17 +404,23 @@ fn memory_parts(stream: tokio::io::DuplexStream, remote: String) -> (BoxRead, Bo
         direction: Direction::Inbound,
         peer_certificates: Vec::new(),
     };
-    (Box::new(read), Box::new(write), info)
+    ByteStream::new(info, Box::new(read), Box::new(write))
 }
 
-async fn tcp_accept_loop(listener: TcpListener, ctx: TaskCtx) {
+async fn tcp_accept_loop(listener: TcpListener, ctx: TaskCtx, options: Arc<ListenOptions>) {
+    // Connections being established; dropped (so aborted) with this task.
+    let mut establishing = JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = establishing.join_next() => continue,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Usually EMFILE or a connection reset before accept: keep serving.
                 tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -329,43 +429,52 @@ async fn tcp_accept_loop(listener: TcpListener, ctx: TaskCtx) {
             continue;
         };
         match tcp_parts(stream) {
-            Ok((read, write, info)) => {
+            Ok(stream) => {
                 let (alive, _closed) = alive_pair(Some(permit));
-                tracing::debug!(conn = %info.id, remote = %info.remote, "accepted");
-                if ctx
-                    .tx
-                    .send(ctx.wrap(read, write, info, alive))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                establishing.spawn(
+                    ctx.clone()
+                        .hand_over_accepted(stream, options.clone(), alive),
+                );
             }
             Err(error) => tracing::debug!(%error, "accepted socket unusable"),
         }
-    }
-}
-
-async fn memory_accept_loop(mut listener: MemoryListener, ctx: TaskCtx) {
-    while let Some((stream, remote)) = listener.accept().await {
-        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
-            tracing::warn!("connection limit reached, refusing a connection");
-            continue;
-        };
-        let (read, write, info) = memory_parts(stream, remote);
-        let (alive, _closed) = alive_pair(Some(permit));
-        if ctx
-            .tx
-            .send(ctx.wrap(read, write, info, alive))
-            .await
-            .is_err()
-        {
+        if ctx.tx.is_closed() {
             return;
         }
     }
 }
 
-async fn open(endpoint: &Endpoint) -> Result<(BoxRead, BoxWrite, ConnInfo), LinkError> {
+async fn memory_accept_loop(
+    mut listener: MemoryListener,
+    ctx: TaskCtx,
+    options: Arc<ListenOptions>,
+) {
+    let mut establishing = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = establishing.join_next() => continue,
+        };
+        let Some((stream, remote)) = accepted else {
+            return;
+        };
+        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached, refusing a connection");
+            continue;
+        };
+        let (alive, _closed) = alive_pair(Some(permit));
+        let stream = memory_parts(stream, remote);
+        establishing.spawn(
+            ctx.clone()
+                .hand_over_accepted(stream, options.clone(), alive),
+        );
+        if ctx.tx.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn open(endpoint: &Endpoint) -> Result<ByteStream, LinkError> {
     match endpoint {
         Endpoint::Tcp(addr) => {
             // Resolved at every attempt: a name may point somewhere new after a restart.
@@ -385,24 +494,29 @@ async fn open(endpoint: &Endpoint) -> Result<(BoxRead, BoxWrite, ConnInfo), Link
     }
 }
 
-async fn connector_loop(endpoint: Endpoint, backoff: Backoff, ctx: TaskCtx) {
+async fn connector_loop(
+    endpoint: Endpoint,
+    options: ConnectOptions,
+    backoff: Backoff,
+    ctx: TaskCtx,
+) {
     let mut failures: u32 = 0;
     loop {
         let Ok(permit) = ctx.slots.clone().acquire_owned().await else {
             return;
         };
-        match open(&endpoint).await {
-            Ok((read, write, mut info)) => {
-                info.direction = Direction::Outbound;
+        let (alive, closed): (AliveToken, ClosedSignal) = alive_pair(Some(permit));
+        let established = async {
+            let mut stream = open(&endpoint).await?;
+            stream.info.direction = Direction::Outbound;
+            ctx.establish(options.secure(&endpoint, stream), alive)
+                .await
+        };
+        match established.await {
+            Ok(connection) => {
                 failures = 0;
-                let (alive, closed): (AliveToken, ClosedSignal) = alive_pair(Some(permit));
-                tracing::debug!(conn = %info.id, "connected");
-                if ctx
-                    .tx
-                    .send(ctx.wrap(read, write, info, alive))
-                    .await
-                    .is_err()
-                {
+                tracing::debug!(conn = %connection.info().id, "connected");
+                if ctx.tx.send(connection).await.is_err() {
                     return;
                 }
                 // Err means every holder of the token is gone: the connection is over.
@@ -410,7 +524,6 @@ async fn connector_loop(endpoint: Endpoint, backoff: Backoff, ctx: TaskCtx) {
                 tracing::debug!("connection gone, reconnecting");
             }
             Err(error) => {
-                drop(permit);
                 tracing::debug!(%error, failures, "connect failed");
                 failures = failures.saturating_add(1);
             }

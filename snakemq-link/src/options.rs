@@ -1,0 +1,48 @@
+//! Per-listener and per-connector settings: how the connections of one listener or one
+//! connector are secured.
+//!
+//! Link-wide settings (packet size, backoff, middleware) live in
+//! [`LinkConfig`](crate::LinkConfig); these are the settings that differ between two
+//! listeners of the same link, such as a TLS port next to a plain one.
+
+use crate::LinkError;
+use crate::stream::ByteStream;
+
+/// Settings of one listener ([`Link::listen_with`](crate::Link::listen_with)).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ListenOptions {}
+
+impl ListenOptions {
+    /// Plain connections: no TLS.
+    pub fn plain() -> Self {
+        ListenOptions::default()
+    }
+
+    /// Secures an accepted stream (the TLS handshake, when configured).
+    pub(crate) async fn secure(&self, stream: ByteStream) -> Result<ByteStream, LinkError> {
+        Ok(stream)
+    }
+}
+
+/// Settings of one connector ([`Link::connect_with`](crate::Link::connect_with)).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ConnectOptions {}
+
+impl ConnectOptions {
+    /// Plain connections: no TLS.
+    pub fn plain() -> Self {
+        ConnectOptions::default()
+    }
+
+    /// Secures a stream this connector opened to `endpoint` (the TLS handshake, when
+    /// configured; the endpoint's host is the name the server must prove).
+    pub(crate) async fn secure(
+        &self,
+        _endpoint: &crate::Endpoint,
+        stream: ByteStream,
+    ) -> Result<ByteStream, LinkError> {
+        Ok(stream)
+    }
+}
