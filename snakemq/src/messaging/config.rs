@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use snakemq_link::{Endpoint, LinkConfig};
+use snakemq_link::{ConnectOptions, Endpoint, LinkConfig, ListenOptions};
 use snakemq_storage::{MemoryStore, QueueStore};
 
 use crate::Error;
@@ -65,8 +65,8 @@ pub(crate) struct Settings {
 pub struct MessagingBuilder {
     pub(crate) settings: Settings,
     pub(crate) link: LinkConfig,
-    pub(crate) listen: Vec<Endpoint>,
-    pub(crate) connect: Vec<Endpoint>,
+    pub(crate) listen: Vec<(Endpoint, ListenOptions)>,
+    pub(crate) connect: Vec<(Endpoint, ConnectOptions)>,
     /// The working queues, always in memory.
     pub(crate) memory: Box<dyn QueueStore>,
     /// Where persistent messages are committed, if anywhere.
@@ -154,17 +154,28 @@ impl MessagingBuilder {
     }
 
     /// Listens on an endpoint (`host:port`, `[::1]:0`, `memory:NAME`). Any number.
-    pub fn listen(mut self, endpoint: &str) -> Self {
+    pub fn listen(self, endpoint: &str) -> Self {
+        self.listen_with(endpoint, ListenOptions::default())
+    }
+
+    /// Listens on an endpoint with options (TLS). Any number.
+    pub fn listen_with(mut self, endpoint: &str, options: ListenOptions) -> Self {
         if let Some(endpoint) = self.endpoint(endpoint) {
-            self.listen.push(endpoint);
+            self.listen.push((endpoint, options));
         }
         self
     }
 
     /// Keeps a connection to an endpoint, reconnecting with backoff. Any number.
-    pub fn connect(mut self, endpoint: &str) -> Self {
+    pub fn connect(self, endpoint: &str) -> Self {
+        self.connect_with(endpoint, ConnectOptions::default())
+    }
+
+    /// Keeps a connection to an endpoint with options (TLS), reconnecting with backoff.
+    /// Any number.
+    pub fn connect_with(mut self, endpoint: &str, options: ConnectOptions) -> Self {
         if let Some(endpoint) = self.endpoint(endpoint) {
-            self.connect.push(endpoint);
+            self.connect.push((endpoint, options));
         }
         self
     }

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
-use snakemq_link::{ConnectorId, Endpoint, Incoming, Link, ListenerId};
+use snakemq_link::{
+    ConnectOptions, ConnectorId, Endpoint, Incoming, Link, ListenOptions, ListenerId,
+};
 use snakemq_storage::{Expiry, PeerStats, Record};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -119,11 +121,11 @@ impl MessagingBuilder {
         let max_packet_size = link_config.max_packet_size;
         let (link, incoming) = Link::new(link_config);
         let mut listeners = Vec::new();
-        for endpoint in &listen {
-            listeners.push(link.listen(endpoint).await?);
+        for (endpoint, options) in listen {
+            listeners.push(link.listen_with(&endpoint, options).await?);
         }
-        for endpoint in connect {
-            link.connect(endpoint)?;
+        for (endpoint, options) in connect {
+            link.connect_with(endpoint, options)?;
         }
         // Batches of up to a few hundred events: the capacity in events is approximate.
         let (events_tx, events_rx) = mpsc::channel((settings.event_capacity / 256).max(4));
@@ -210,8 +212,17 @@ impl Messaging {
 
     /// Adds a listener at run time; returns the bound endpoint.
     pub async fn listen(&self, endpoint: &str) -> Result<Endpoint, Error> {
+        self.listen_with(endpoint, ListenOptions::default()).await
+    }
+
+    /// Adds a listener with options (TLS) at run time; returns the bound endpoint.
+    pub async fn listen_with(
+        &self,
+        endpoint: &str,
+        options: ListenOptions,
+    ) -> Result<Endpoint, Error> {
         let endpoint: Endpoint = endpoint.parse()?;
-        let (id, bound) = self.inner.link.listen(&endpoint).await?;
+        let (id, bound) = self.inner.link.listen_with(&endpoint, options).await?;
         let mut listeners = self
             .inner
             .listeners
@@ -223,7 +234,16 @@ impl Messaging {
 
     /// Adds a connector at run time.
     pub fn connect(&self, endpoint: &str) -> Result<ConnectorId, Error> {
-        Ok(self.inner.link.connect(endpoint.parse()?)?)
+        self.connect_with(endpoint, ConnectOptions::default())
+    }
+
+    /// Adds a connector with options (TLS) at run time.
+    pub fn connect_with(
+        &self,
+        endpoint: &str,
+        options: ConnectOptions,
+    ) -> Result<ConnectorId, Error> {
+        Ok(self.inner.link.connect_with(endpoint.parse()?, options)?)
     }
 
     /// Queues `message` for peer `to` and returns its id.
