@@ -39,6 +39,8 @@ mod memory;
 mod options;
 pub mod packet;
 mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use connection::{

@@ -11,12 +11,27 @@ use crate::stream::ByteStream;
 /// Settings of one listener ([`Link::listen_with`](crate::Link::listen_with)).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct ListenOptions {}
+pub struct ListenOptions {
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsServer>,
+}
 
 impl ListenOptions {
     /// Plain connections: no TLS.
     pub fn plain() -> Self {
         ListenOptions::default()
+    }
+
+    /// TLS on every accepted connection (required for QUIC endpoints).
+    #[cfg(feature = "tls")]
+    pub fn tls(server: crate::tls::TlsServer) -> Self {
+        ListenOptions { tls: Some(server) }
+    }
+
+    /// The TLS settings, if any.
+    #[cfg(feature = "tls")]
+    pub fn tls_server(&self) -> Option<&crate::tls::TlsServer> {
+        self.tls.as_ref()
     }
 
     /// Secures an accepted stream (the TLS handshake, when configured).
@@ -28,12 +43,27 @@ impl ListenOptions {
 /// Settings of one connector ([`Link::connect_with`](crate::Link::connect_with)).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct ConnectOptions {}
+pub struct ConnectOptions {
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsClient>,
+}
 
 impl ConnectOptions {
     /// Plain connections: no TLS.
     pub fn plain() -> Self {
         ConnectOptions::default()
+    }
+
+    /// TLS on every connection this connector opens (required for QUIC endpoints).
+    #[cfg(feature = "tls")]
+    pub fn tls(client: crate::tls::TlsClient) -> Self {
+        ConnectOptions { tls: Some(client) }
+    }
+
+    /// The TLS settings, if any.
+    #[cfg(feature = "tls")]
+    pub fn tls_client(&self) -> Option<&crate::tls::TlsClient> {
+        self.tls.as_ref()
     }
 
     /// Secures a stream this connector opened to `endpoint` (the TLS handshake, when
