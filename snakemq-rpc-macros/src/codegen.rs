@@ -256,8 +256,9 @@ fn method(
             quote!(#v)
         }
     };
-    let client_method = if let Some(ttl) = m.signal {
-        let ttl = match ttl {
+    let client_method = if let Some(signal) = m.signal {
+        let persistent = signal.persistent;
+        let ttl = match signal.ttl {
             Some(d) => {
                 let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms)))
@@ -269,7 +270,7 @@ fn method(
             #fallback_doc
             #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<(), ::snakemq::rpc::RpcError> {
                 #build
-                self.inner.signal(#name, __body, #ttl).await
+                self.inner.signal(#name, __body, #ttl, #persistent).await
             }
         }
     } else {

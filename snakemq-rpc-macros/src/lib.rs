@@ -18,8 +18,10 @@ use proc_macro::TokenStream;
 /// an implementation writes as plain `async fn`.
 ///
 /// A method returning `Result<T, E>` carries `E` to the caller: the client method returns
-/// `Result<Result<T, E>, RpcError>`. `#[signal]` (optionally `#[signal(ttl = "30s")]`)
-/// marks a one-way method returning `()`.
+/// `Result<Result<T, E>, RpcError>`. `#[signal]` marks a one-way method returning `()`;
+/// `#[signal(ttl = "30s")]` bounds how long it may wait for the peer and
+/// `#[signal(persistent)]` commits it to the caller's durable store before the client
+/// method returns, so it survives a restart of the caller (both may be given).
 ///
 /// Arguments, results and errors may be: `i8`..`i64`, `u8`..`u64` (8- and 16-bit integers
 /// travel widened and are range-checked on arrival), `f32`, `f64`, `bool`, `String`,

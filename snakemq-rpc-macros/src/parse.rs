@@ -33,8 +33,8 @@ pub(crate) struct Method {
     pub(crate) item: TraitItemFn,
     pub(crate) args: Vec<Arg>,
     pub(crate) output: Output,
-    /// `Some` for a signal: its TTL attribute, if any.
-    pub(crate) signal: Option<Option<Duration>>,
+    /// `Some` for a signal: its options.
+    pub(crate) signal: Option<SignalAttr>,
 }
 
 /// The checked trait.
@@ -201,30 +201,50 @@ fn output(ret: &ReturnType) -> syn::Result<Output> {
     Ok(Output::Value((**ty).clone(), types::map(ty)?))
 }
 
-/// Removes `#[signal]` / `#[signal(ttl = "..")]` from the method and returns it.
-fn take_signal(f: &mut TraitItemFn) -> syn::Result<Option<Option<Duration>>> {
+/// The options of a `#[signal(..)]` attribute.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SignalAttr {
+    /// `ttl = "30s"`: how long the signal may wait for the peer.
+    pub(crate) ttl: Option<Duration>,
+    /// `persistent`: the signal is stored durably until delivered.
+    pub(crate) persistent: bool,
+}
+
+/// Removes `#[signal]` / `#[signal(ttl = "..", persistent)]` from the method and returns
+/// its options.
+fn take_signal(f: &mut TraitItemFn) -> syn::Result<Option<SignalAttr>> {
     let mut found = None;
     let mut result = Ok(());
     f.attrs.retain(|attr| {
         if !attr.path().is_ident("signal") {
             return true;
         }
-        let mut ttl = None;
+        let mut options = SignalAttr::default();
         if let syn::Meta::List(_) = &attr.meta {
             let parsed = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("ttl") {
                     let lit: syn::LitStr = meta.value()?.parse()?;
-                    ttl = Some(duration(&lit)?);
+                    options.ttl = Some(duration(&lit)?);
+                    Ok(())
+                } else if meta.path.is_ident("persistent") {
+                    if meta.input.peek(syn::Token![=]) {
+                        return Err(
+                            meta.error("`persistent` takes no value: `#[signal(persistent)]`")
+                        );
+                    }
+                    options.persistent = true;
                     Ok(())
                 } else {
-                    Err(meta.error("unknown #[signal] option; expected `ttl = \"30s\"`"))
+                    Err(meta.error(
+                        "unknown #[signal] option; expected `ttl = \"30s\"` or `persistent`",
+                    ))
                 }
             });
             if let Err(e) = parsed {
                 result = Err(e);
             }
         }
-        found = Some(ttl);
+        found = Some(options);
         false
     });
     result.map(|()| found)

@@ -28,6 +28,9 @@ pub trait Work {
     /// One-way; tells the test it started, waits for the gate, then notes.
     #[signal]
     async fn held_note(&self, text: String);
+    /// One-way and stored durably on the caller's side until delivered.
+    #[signal(ttl = "10m", persistent)]
+    async fn durable_note(&self, text: String);
 }
 
 struct Worker {
@@ -70,6 +73,9 @@ impl Work for Worker {
             permit.forget();
         }
         self.finished.fetch_add(1, Ordering::SeqCst);
+        let _ = self.notes.send(text);
+    }
+    async fn durable_note(&self, text: String) {
         let _ = self.notes.send(text);
     }
 }
@@ -265,7 +271,7 @@ async fn a_signal_waits_for_its_peer_within_its_ttl() -> TestResult {
     client_rpc
         .client("server", "work")
         .with_persistent_signals(true)
-        .signal("ping", Bytes::new(), Some(Duration::from_secs(30)))
+        .signal("ping", Bytes::new(), Some(Duration::from_secs(30)), false)
         .await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
 
@@ -433,14 +439,18 @@ async fn a_persistent_signal_survives_the_caller_restarting() -> TestResult {
         .start()
         .await?;
     let client_rpc = Rpc::new(&client)?;
-    // Queued while the server is away: one plain signal, one persistent.
+    // Queued while the server is away: one plain signal, two persistent (one by its
+    // `#[signal(persistent)]` attribute, one through a client option).
     WorkClient::new(&client_rpc, "server", "work")
         .note("plain".into())
+        .await?;
+    WorkClient::new(&client_rpc, "server", "work")
+        .durable_note("durable".into())
         .await?;
     client_rpc
         .client("server", "work")
         .with_persistent_signals(true)
-        .signal("ping", Bytes::new(), Some(Duration::from_secs(600)))
+        .signal("ping", Bytes::new(), Some(Duration::from_secs(600)), false)
         .await?;
     client.shutdown().await;
     // Every handle of the first run goes, and with them the store.
@@ -459,7 +469,8 @@ async fn a_persistent_signal_survives_the_caller_restarting() -> TestResult {
     WorkClient::new(&client_rpc, "server", "work")
         .note("after".into())
         .await?;
-    // Per-peer FIFO: the persistent signal first, the plain one is gone with the process.
+    // Per-peer FIFO: the persistent signals first, the plain one is gone with the process.
+    assert_eq!(within(notes.recv()).await?.as_deref(), Some("durable"));
     assert_eq!(within(notes.recv()).await?.as_deref(), Some("ping"));
     assert_eq!(within(notes.recv()).await?.as_deref(), Some("after"));
     client.shutdown().await;

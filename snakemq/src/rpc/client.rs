@@ -152,6 +152,8 @@ impl Client {
     /// Sends a one-way `method` with an encoded argument message; returns once it is
     /// queued. `ttl` overrides the client's signal TTL: a signal that cannot be delivered
     /// within it is dropped and reported by messaging as [`crate::Event::Dropped`].
+    /// `persistent` (or [`with_persistent_signals`](Self::with_persistent_signals)) sends it
+    /// as a persistent message: committed to this side's durable store before this returns.
     ///
     /// # Errors
     /// The signal could not be queued.
@@ -160,6 +162,7 @@ impl Client {
         method: &str,
         body: Bytes,
         ttl: Option<Duration>,
+        persistent: bool,
     ) -> Result<(), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let signal = Envelope::new(Kind::Signal, id)
@@ -169,7 +172,7 @@ impl Client {
         if let Some(ttl) = ttl.or(self.signal_ttl) {
             message = message.ttl(ttl);
         }
-        if self.persistent_signals {
+        if persistent || self.persistent_signals {
             message = message.persistent();
         }
         self.inner.messaging.send(&self.peer, message).await?;

@@ -1,6 +1,6 @@
 #[snakemq::service]
 pub trait Logger {
-    #[signal(persistent = true)]
+    #[signal(retries = 3)]
     async fn log(&self, line: String);
 }
 

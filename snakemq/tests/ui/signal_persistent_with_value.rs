@@ -1,0 +1,7 @@
+#[snakemq::service]
+pub trait Logger {
+    #[signal(persistent = true)]
+    async fn log(&self, line: String);
+}
+
+fn main() {}
