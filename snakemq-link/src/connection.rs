@@ -56,6 +56,8 @@ pub enum TransportKind {
     Tcp,
     /// The in-process memory transport.
     Memory,
+    /// One bidirectional stream of a QUIC connection (feature `quic`).
+    Quic,
 }
 
 /// Which side opened the connection.
@@ -83,8 +85,37 @@ pub struct ConnInfo {
     pub transport: TransportKind,
     /// Who opened it.
     pub direction: Direction,
-    /// DER certificates the peer presented (empty for plain transports).
+    /// The certificate chain the peer presented and that this side verified, DER, the
+    /// peer's own certificate first (the equivalent of Python's `getpeercert`).
+    ///
+    /// Empty for plain transports, for a TLS peer that presented no certificate (a client
+    /// of a server that does not ask for one) and when verification was turned off (the
+    /// `TlsClient::insecure_python_compat_no_verification` opt-out of feature `tls`): a
+    /// chain is only ever shown here once it was verified, so a non-empty list means an
+    /// authenticated peer (see [`ConnInfo::peer_verified`]).
     pub peer_certificates: Vec<Bytes>,
+}
+
+impl ConnInfo {
+    /// A description of a new connection without addresses and certificates, for a
+    /// transport built outside this crate (or a test driving a handshake by hand).
+    pub fn new(transport: TransportKind, direction: Direction, remote: impl Into<String>) -> Self {
+        ConnInfo {
+            id: ConnId::next(),
+            remote_addr: None,
+            local_addr: None,
+            remote: remote.into(),
+            transport,
+            direction,
+            peer_certificates: Vec::new(),
+        }
+    }
+
+    /// Whether the peer proved an identity with a certificate this side verified: it is
+    /// what identity binding in messaging relies on.
+    pub fn peer_verified(&self) -> bool {
+        !self.peer_certificates.is_empty()
+    }
 }
 
 /// Fires when every part of a connection (reader, writer handles, writer task) is gone.

@@ -48,7 +48,7 @@ pub use connection::{
     TransportKind,
 };
 pub use endpoint::Endpoint;
-pub use error::LinkError;
+pub use error::{LinkError, TlsFailure};
 pub use link::{ConnectorId, Incoming, Link, LinkConfig, ListenerId};
 pub use options::{ConnectOptions, ListenOptions};
 pub use packet::{DEFAULT_MAX_PACKET_SIZE, PacketDecoder};

@@ -36,6 +36,10 @@ impl ListenOptions {
 
     /// Secures an accepted stream (the TLS handshake, when configured).
     pub(crate) async fn secure(&self, stream: ByteStream) -> Result<ByteStream, LinkError> {
+        #[cfg(feature = "tls")]
+        if let Some(server) = &self.tls {
+            return server.accept(stream).await;
+        }
         Ok(stream)
     }
 }
@@ -70,9 +74,15 @@ impl ConnectOptions {
     /// configured; the endpoint's host is the name the server must prove).
     pub(crate) async fn secure(
         &self,
-        _endpoint: &crate::Endpoint,
+        endpoint: &crate::Endpoint,
         stream: ByteStream,
     ) -> Result<ByteStream, LinkError> {
+        #[cfg(feature = "tls")]
+        if let Some(client) = &self.tls {
+            return client.connect(endpoint, stream).await;
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = endpoint;
         Ok(stream)
     }
 }
