@@ -36,6 +36,7 @@ mod endpoint;
 mod error;
 mod link;
 mod memory;
+pub mod middleware;
 mod options;
 pub mod packet;
 mod stream;
