@@ -44,6 +44,17 @@ pub enum Error {
     /// A peer with this identity is already connected; the new connection was refused.
     #[error("peer {0:?} is already connected")]
     DuplicateIdentity(String),
+    /// A peer whose certificate this side verified identified itself with a name its
+    /// certificate does not carry (identity binding, see
+    /// [`MessagingBuilder::bind_identities_to_certificates`](crate::MessagingBuilder::bind_identities_to_certificates)).
+    /// The connection was closed before anything was sent to that identity.
+    #[error("peer identified as {identity:?} but its certificate names {names:?}")]
+    IdentityMismatch {
+        /// The identity the peer claimed.
+        identity: String,
+        /// The names its certificate carries (DNS names, else common names).
+        names: Vec<String>,
+    },
     /// A group commit of the durable store failed; the message is not persisted.
     #[error("store commit failed: {0}")]
     Commit(std::sync::Arc<snakemq_storage::StorageError>),

@@ -55,6 +55,7 @@ pub(crate) struct Settings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) limits: QueueLimits,
     pub(crate) replace_duplicates: bool,
+    pub(crate) bind_identities: bool,
     pub(crate) max_in_flight_messages: usize,
     pub(crate) max_in_flight_bytes: usize,
     pub(crate) dedup_window: usize,
@@ -129,6 +130,7 @@ impl MessagingBuilder {
                 handshake_timeout: Duration::from_secs(10),
                 limits: QueueLimits::default(),
                 replace_duplicates: false,
+                bind_identities: true,
                 max_in_flight_messages: 8192,
                 max_in_flight_bytes: 16 * 1024 * 1024,
                 dedup_window: 65_536,
@@ -231,6 +233,24 @@ impl MessagingBuilder {
     /// the old connection (default: it is refused, as in Python snakeMQ).
     pub fn replace_duplicate_identities(mut self, replace: bool) -> Self {
         self.settings.replace_duplicates = replace;
+        self
+    }
+
+    /// Identity binding (on by default): when a peer presented a certificate that this
+    /// side verified (TLS with client certificates, or the server's certificate seen by
+    /// a connector), the IDENTIFICATION it sends must be one of the certificate's names —
+    /// a DNS name of its subject alternative names, or its common name when it has no DNS
+    /// name; exact, case-insensitive, no wildcards. Otherwise the connection is closed
+    /// before the peer is registered, so no queued message flows to it, and an
+    /// [`Event::Error`](super::Event::Error) with [`Error::IdentityMismatch`](crate::Error::IdentityMismatch)
+    /// is reported.
+    ///
+    /// Connections without a verified certificate (plain TCP, a TLS client that presented
+    /// none, a connector using the insecure Python opt-out) are not bound. Turn binding
+    /// off only when certificates name hosts rather than identities and every holder of
+    /// a certificate from the trusted CA may claim any identity.
+    pub fn bind_identities_to_certificates(mut self, bind: bool) -> Self {
+        self.settings.bind_identities = bind;
         self
     }
 

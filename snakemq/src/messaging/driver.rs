@@ -69,6 +69,29 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
     .await;
 }
 
+/// Identity binding: a peer that proved a certificate may only claim a name in it. Runs
+/// before the peer is registered, so nothing queued for `identity` reaches an impostor.
+#[cfg(feature = "tls")]
+fn check_identity_binding(info: &ConnInfo, identity: &str) -> Result<(), Error> {
+    let Some(leaf) = info.peer_certificates.first() else {
+        return Ok(());
+    };
+    let names = snakemq_link::tls::certificate_names(leaf)?;
+    if names.matches(identity) {
+        return Ok(());
+    }
+    Err(Error::IdentityMismatch {
+        identity: identity.to_owned(),
+        names: names.identity_names().to_vec(),
+    })
+}
+
+/// Without TLS support the link never verifies a certificate, so there is nothing to bind.
+#[cfg(not(feature = "tls"))]
+fn check_identity_binding(_info: &ConnInfo, _identity: &str) -> Result<(), Error> {
+    Ok(())
+}
+
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -201,6 +224,9 @@ impl Driver {
     }
 
     async fn register(&mut self, identity: String, acks: bool) -> Result<(), Error> {
+        if self.shared.settings.bind_identities {
+            check_identity_binding(&self.info, &identity)?;
+        }
         let peer: Arc<str> = Arc::from(identity);
         {
             let mut state = self.shared.lock();

@@ -231,6 +231,7 @@ pub(crate) struct PeerBuilder {
     ident: String,
     args: Vec<OsString>,
     timeout: Duration,
+    script: Option<PathBuf>,
 }
 
 impl PeerBuilder {
@@ -299,6 +300,13 @@ impl PeerBuilder {
         self
     }
 
+    /// Run another script with `peer.py`'s interface instead (`tests/python/ssl_peer.py`, the
+    /// same peer over snakeMQ's SSL link).
+    pub(crate) fn script(mut self, script: PathBuf) -> Self {
+        self.script = Some(script);
+        self
+    }
+
     /// Any other `peer.py` argument.
     pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
@@ -309,7 +317,7 @@ impl PeerBuilder {
     pub(crate) async fn spawn(self) -> Result<PythonPeer> {
         let python = python_interpreter()?;
         let mut cmd = Command::new(&python);
-        cmd.arg(peer_script())
+        cmd.arg(self.script.clone().unwrap_or_else(peer_script))
             .arg("--ident")
             .arg(&self.ident)
             .arg("--timeout")
@@ -386,6 +394,7 @@ impl PythonPeer {
             ident: ident.to_owned(),
             args: Vec::new(),
             timeout: Duration::from_secs(60),
+            script: None,
         }
     }
 

@@ -1,0 +1,337 @@
+//! Messaging over TLS (feature `tls`): mutual TLS, the certificate shown on `Connected`,
+//! and identity binding — a peer whose certificate names someone else never receives what
+//! is queued for the identity it claims.
+//!
+//! Refusals are observed as events (the refused side's `Error`, or the test's own TLS
+//! end returning its handshake error); timeouts only guard against a hang.
+#![cfg(feature = "tls")]
+
+#[path = "../../snakemq-link/tests/tls_certs/mod.rs"]
+mod tls_certs;
+
+use std::time::Duration;
+
+use snakemq::link::tls::{TlsClient, TlsServer, certificate_names};
+use snakemq::link::{
+    ByteStream, ConnInfo, ConnectOptions, Direction, LinkError, ListenOptions, TlsFailure,
+    TransportKind,
+};
+use snakemq::{Error, Event, Events, Message, Messaging};
+use tls_certs::{Ca, Leaf};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+const GUARD: Duration = Duration::from_secs(20);
+
+/// The first event `f` picks, within the guard time.
+async fn wait_for<T>(
+    events: &mut Events,
+    what: &str,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> Result<T, String> {
+    let search = async {
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await {
+            if let Some(found) = f(&event) {
+                return Ok(found);
+            }
+            seen.push(event.to_string());
+        }
+        Err(format!(
+            "event stream ended waiting for {what}; saw {seen:?}"
+        ))
+    };
+    tokio::time::timeout(GUARD, search)
+        .await
+        .map_err(|_| format!("timed out waiting for {what}"))?
+}
+
+/// Every event already queued, without waiting.
+fn drain(events: &mut Events) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_next()).collect()
+}
+
+fn connected_to(peer: &str) -> impl FnMut(&Event) -> Option<ConnInfo> + '_ {
+    move |e| match e {
+        Event::Connected { peer: p, info, .. } if &**p == peer => Some(info.clone()),
+        _ => None,
+    }
+}
+
+fn received_data(e: &Event) -> Option<(String, Vec<u8>)> {
+    match e {
+        Event::Received { from, message } => Some((from.to_string(), message.data().to_vec())),
+        _ => None,
+    }
+}
+
+struct Pki {
+    ca: Ca,
+    alice: Leaf,
+    bob: Leaf,
+}
+
+fn pki() -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
+    let ca = Ca::new("test CA")?;
+    Ok(Pki {
+        alice: ca.leaf(&["alice", "127.0.0.1"])?,
+        bob: ca.leaf(&["bob"])?,
+        ca,
+    })
+}
+
+fn mutual_server(leaf: &Leaf, ca: &Ca) -> Result<ListenOptions, LinkError> {
+    Ok(ListenOptions::tls(
+        TlsServer::builder(leaf.cert.as_bytes(), leaf.key.as_bytes())?
+            .require_client_certificates(ca.pem.as_bytes())?
+            .build()?,
+    ))
+}
+
+fn client(leaf: Option<&Leaf>, ca: &Ca) -> Result<ConnectOptions, LinkError> {
+    let mut builder = TlsClient::builder().trust_roots(ca.pem.as_bytes())?;
+    if let Some(leaf) = leaf {
+        builder = builder.client_certificate(leaf.cert.as_bytes(), leaf.key.as_bytes())?;
+    }
+    Ok(ConnectOptions::tls(builder.build()?))
+}
+
+/// A peer listening with mutual TLS; returns it and the address to dial.
+async fn listening(
+    ident: &str,
+    leaf: &Leaf,
+    ca: &Ca,
+) -> Result<(Messaging, String), Box<dyn std::error::Error + Send + Sync>> {
+    let peer = Messaging::builder(ident).start().await?;
+    let addr = peer
+        .listen_with("127.0.0.1:0", mutual_server(leaf, ca)?)
+        .await?
+        .to_string();
+    Ok((peer, addr))
+}
+
+fn leaf_names(info: &ConnInfo) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let leaf = info
+        .peer_certificates
+        .first()
+        .ok_or("no peer certificate")?;
+    Ok(certificate_names(leaf)?.dns_names)
+}
+
+#[tokio::test]
+async fn mutual_tls_delivers_both_ways_and_shows_verified_certificates() -> TestResult {
+    let p = pki()?;
+    let (alice, addr) = listening("alice", &p.alice, &p.ca).await?;
+    let mut alice_events = alice.events();
+    alice.send("bob", Message::new("to bob")).await?;
+    let bob = Messaging::builder("bob")
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
+        .start()
+        .await?;
+    let mut bob_events = bob.events();
+    bob.send("alice", Message::new("to alice")).await?;
+
+    let at_alice = wait_for(&mut alice_events, "bob connected", connected_to("bob")).await?;
+    let at_bob = wait_for(&mut bob_events, "alice connected", connected_to("alice")).await?;
+    assert_eq!(leaf_names(&at_alice)?, ["bob"]);
+    assert_eq!(leaf_names(&at_bob)?, ["alice"]);
+
+    let got = wait_for(&mut bob_events, "message at bob", received_data).await?;
+    assert_eq!(got, ("alice".to_owned(), b"to bob".to_vec()));
+    let got = wait_for(&mut alice_events, "message at alice", received_data).await?;
+    assert_eq!(got, ("bob".to_owned(), b"to alice".to_vec()));
+    bob.shutdown().await;
+    alice.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn identity_other_than_the_certificate_name_gets_nothing() -> TestResult {
+    let p = pki()?;
+    let (alice, addr) = listening("alice", &p.alice, &p.ca).await?;
+    let mut alice_events = alice.events();
+    alice.send("bob", Message::new("for bob only")).await?;
+
+    // mallory holds a valid certificate of the CA, for "mallory", and claims to be bob.
+    let mallory_cert = p.ca.leaf(&["mallory"])?;
+    let mallory = Messaging::builder("bob")
+        .connect_with(&addr, client(Some(&mallory_cert), &p.ca)?)
+        .start()
+        .await?;
+    let mut mallory_events = mallory.events();
+
+    let (identity, names) = wait_for(&mut alice_events, "identity mismatch", |e| match e {
+        Event::Error { error, peer, .. } => match &**error {
+            Error::IdentityMismatch { identity, names } => {
+                assert!(peer.is_none(), "the impostor was registered as {peer:?}");
+                Some((identity.clone(), names.clone()))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+    .await?;
+    assert_eq!(identity, "bob");
+    assert_eq!(names, ["mallory"]);
+    assert_eq!(
+        alice.queue_stats("bob")?.messages,
+        1,
+        "the message left the queue"
+    );
+
+    // The real bob gets it.
+    let bob = Messaging::builder("bob")
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
+        .start()
+        .await?;
+    let mut bob_events = bob.events();
+    let got = wait_for(&mut bob_events, "message at bob", received_data).await?;
+    assert_eq!(got, ("alice".to_owned(), b"for bob only".to_vec()));
+    bob_events.confirm();
+    wait_for(&mut alice_events, "delivered to bob", |e| {
+        matches!(e, Event::Delivered { to, .. } if &**to == "bob").then_some(())
+    })
+    .await?;
+
+    // Nothing ever reached the impostor, and alice never saw "bob" connect before the
+    // real one did.
+    mallory.shutdown().await;
+    let leaked: Vec<_> = drain(&mut mallory_events)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Received { .. }))
+        .collect();
+    assert!(leaked.is_empty(), "the impostor received {leaked:?}");
+    bob.shutdown().await;
+    alice.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connector_binds_the_server_identity_too() -> TestResult {
+    let p = pki()?;
+    // "carol" listens with alice's certificate: valid for the address, not for "carol".
+    let (carol, addr) = listening("carol", &p.alice, &p.ca).await?;
+    let bob = Messaging::builder("bob")
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
+        .start()
+        .await?;
+    let mut bob_events = bob.events();
+    bob.send("carol", Message::new("for carol")).await?;
+    let identity = wait_for(&mut bob_events, "identity mismatch", |e| match e {
+        Event::Error { error, .. } => match &**error {
+            Error::IdentityMismatch { identity, .. } => Some(identity.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+    .await?;
+    assert_eq!(identity, "carol");
+    assert_eq!(bob.queue_stats("carol")?.messages, 1);
+    bob.shutdown().await;
+    carol.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn binding_can_be_turned_off() -> TestResult {
+    let p = pki()?;
+    let alice = Messaging::builder("alice")
+        .bind_identities_to_certificates(false)
+        .start()
+        .await?;
+    let addr = alice
+        .listen_with("127.0.0.1:0", mutual_server(&p.alice, &p.ca)?)
+        .await?
+        .to_string();
+    let mut alice_events = alice.events();
+    // Certificates that name hosts, not identities: "bob" with a certificate for a host.
+    let host_cert = p.ca.leaf(&["host-17.example.net"])?;
+    let bob = Messaging::builder("bob")
+        .connect_with(&addr, client(Some(&host_cert), &p.ca)?)
+        .start()
+        .await?;
+    let info = wait_for(&mut alice_events, "bob connected", connected_to("bob")).await?;
+    assert_eq!(leaf_names(&info)?, ["host-17.example.net"]);
+    bob.shutdown().await;
+    alice.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_client_certificate_gets_nothing() -> TestResult {
+    let p = pki()?;
+    let (alice, addr) = listening("alice", &p.alice, &p.ca).await?;
+    let mut alice_events = alice.events();
+    alice.send("bob", Message::new("for bob only")).await?;
+    let bob = Messaging::builder("bob")
+        .connect_with(&addr, client(None, &p.ca)?)
+        .start()
+        .await?;
+    let mut bob_events = bob.events();
+    // TLS 1.3: bob's handshake completes, then the server's refusal arrives as an alert
+    // on bob's first read: a connection error before anyone identified.
+    let error = wait_for(&mut bob_events, "bob's connection refused", |e| match e {
+        Event::Error {
+            error, peer: None, ..
+        } => Some(error.to_string()),
+        _ => None,
+    })
+    .await?;
+    assert!(
+        error.contains("Certificate") || error.contains("certificate"),
+        "{error}"
+    );
+    bob.shutdown().await;
+    let at_alice = drain(&mut alice_events);
+    assert!(
+        !at_alice
+            .iter()
+            .any(|e| matches!(e, Event::Connected { .. } | Event::Delivered { .. })),
+        "{at_alice:?}"
+    );
+    assert_eq!(alice.queue_stats("bob")?.messages, 1);
+    alice.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn untrusted_server_gets_no_connection_and_no_message() -> TestResult {
+    let p = pki()?;
+    // The test itself is the server, with a certificate from a CA bob does not trust.
+    let rogue = Ca::new("rogue")?.leaf(&["alice", "127.0.0.1"])?;
+    let server = TlsServer::builder(rogue.cert.as_bytes(), rogue.key.as_bytes())?.build()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+
+    let bob = Messaging::builder("bob")
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
+        .start()
+        .await?;
+    let mut bob_events = bob.events();
+    bob.send("alice", Message::new("for alice")).await?;
+
+    let (tcp, remote) = tokio::time::timeout(GUARD, listener.accept()).await??;
+    let (read, write) = tcp.into_split();
+    let stream = ByteStream::new(
+        ConnInfo::new(TransportKind::Tcp, Direction::Inbound, remote.to_string()),
+        Box::new(read),
+        Box::new(write),
+    );
+    let refused = tokio::time::timeout(GUARD, server.accept(stream)).await?;
+    match refused {
+        Err(LinkError::TlsHandshake {
+            failure: TlsFailure::PeerAlert(_),
+            ..
+        }) => {}
+        other => return Err(format!("expected bob to refuse the server, got {other:?}").into()),
+    }
+    // Bob refused in the handshake: no connection ever reached messaging.
+    let seen = drain(&mut bob_events);
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Connected { .. })),
+        "{seen:?}"
+    );
+    assert_eq!(bob.queue_stats("alice")?.messages, 1);
+    bob.shutdown().await;
+    Ok(())
+}
