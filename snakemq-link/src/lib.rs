@@ -8,6 +8,13 @@
 //! The link knows nothing of the snakeMQ protocol, so it can carry any packet protocol a
 //! user builds on top.
 //!
+//! With feature `tls`, a listener or connector is secured by giving it TLS settings:
+//! `ListenOptions::tls(TlsServer::builder(cert, key)?.require_client_certificates(ca)?.build()?)`
+//! and `ConnectOptions::tls(TlsClient::builder().trust_roots(ca)?.client_certificate(cert, key)?.build()?)`,
+//! passed to [`Link::listen_with`] and [`Link::connect_with`]. The `tls` module documents
+//! what each side verifies, the certificate chain on [`ConnInfo`], the typed handshake
+//! errors ([`TlsFailure`]) and the one insecure opt-out meant for Python snakeMQ peers.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), snakemq_link::LinkError> {

@@ -461,6 +461,29 @@ async fn bad_settings_are_config_errors() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn names_come_from_dns_names_else_the_common_name() -> TestResult {
+    let ca = Ca::new("test CA")?;
+    let der = |leaf: &Leaf| -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        use snakemq_link::tls::rustls::pki_types::CertificateDer;
+        use snakemq_link::tls::rustls::pki_types::pem::PemObject;
+        Ok(CertificateDer::from_pem_slice(leaf.cert.as_bytes())?.to_vec())
+    };
+    let with_san = certificate_names(&der(&ca.leaf(&["bob", "10.0.0.7"])?)?)?;
+    assert_eq!(with_san.dns_names, ["bob"]);
+    assert_eq!(with_san.common_names, ["bob"]);
+    assert!(with_san.matches("bob") && !with_san.matches("10.0.0.7"));
+
+    // As `openssl req -subj /CN=py` makes them for Python peers: no SAN at all.
+    let cn_only = ca.leaf_with(&[], |p| {
+        p.distinguished_name.push(rcgen::DnType::CommonName, "py");
+    })?;
+    let names = certificate_names(&der(&cn_only)?)?;
+    assert!(names.dns_names.is_empty());
+    assert!(names.matches("py") && !names.matches("rust"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn name_for_uses_the_endpoint_host() -> TestResult {
     let client = TlsClient::insecure_python_compat_no_verification()?;
