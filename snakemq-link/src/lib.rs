@@ -46,6 +46,8 @@ mod memory;
 pub mod middleware;
 mod options;
 pub mod packet;
+#[cfg(feature = "quic")]
+mod quic;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;

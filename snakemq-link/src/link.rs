@@ -300,6 +300,25 @@ impl Link {
                     tokio::spawn(memory_accept_loop(listener, ctx, options).instrument(span));
                 (task, endpoint.clone())
             }
+            #[cfg(feature = "quic")]
+            Endpoint::Quic(addr) => {
+                let tls = options
+                    .tls_server()
+                    .ok_or_else(|| quic_unsupported(endpoint))?;
+                let listener =
+                    crate::quic::QuicListener::bind(addr, tls)
+                        .await
+                        .map_err(|source| LinkError::Bind {
+                            endpoint: endpoint.to_string(),
+                            source,
+                        })?;
+                let local = listener.local_addr();
+                let span = tracing::info_span!("listener", addr = %local, transport = "quic");
+                let task = tokio::spawn(quic_accept_loop(listener, ctx).instrument(span));
+                (task, Endpoint::quic(local))
+            }
+            #[cfg(not(feature = "quic"))]
+            Endpoint::Quic(_) => return Err(quic_unsupported(endpoint)),
         };
         tracing::debug!(%bound, "listening");
         Ok((ListenerId(self.register(task)), bound))
@@ -324,6 +343,13 @@ impl Link {
         endpoint: Endpoint,
         options: ConnectOptions,
     ) -> Result<ConnectorId, LinkError> {
+        #[cfg(feature = "quic")]
+        let usable = options.tls_client().is_some();
+        #[cfg(not(feature = "quic"))]
+        let usable = false;
+        if matches!(endpoint, Endpoint::Quic(_)) && !usable {
+            return Err(quic_unsupported(&endpoint));
+        }
         let ctx = self.ctx()?;
         let backoff = self.inner.config.backoff;
         let span = tracing::info_span!("connector", to = %endpoint);
@@ -491,6 +517,61 @@ async fn open(endpoint: &Endpoint) -> Result<ByteStream, LinkError> {
             let stream = memory::connect(name, "memory:connector".to_owned()).await?;
             Ok(memory_parts(stream, endpoint.to_string()))
         }
+        // QUIC connects with its TLS settings, in `connector_loop`.
+        Endpoint::Quic(_) => Err(quic_unsupported(endpoint)),
+    }
+}
+
+/// The error for a QUIC endpoint that cannot work here: without the `quic` feature, or
+/// without TLS settings (QUIC always runs TLS 1.3).
+fn quic_unsupported(endpoint: &Endpoint) -> LinkError {
+    let reason = if cfg!(feature = "quic") {
+        "a QUIC endpoint needs TLS settings: ListenOptions::tls or ConnectOptions::tls"
+    } else {
+        "QUIC support is not compiled in (feature `quic`)"
+    };
+    LinkError::InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    }
+}
+
+/// Accepts QUIC connections: each one is established (handshake, the connector's stream,
+/// middleware) in a task of its own, like TCP's.
+#[cfg(feature = "quic")]
+async fn quic_accept_loop(listener: crate::quic::QuicListener, ctx: TaskCtx) {
+    // Declared after `listener`, so dropped (aborted) before it closes the socket.
+    let mut establishing = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = listener.accept() => incoming,
+            Some(_) = establishing.join_next() => continue,
+        };
+        let Some(incoming) = incoming else {
+            return;
+        };
+        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached, refusing a connection");
+            incoming.refuse();
+            continue;
+        };
+        let (alive, _closed) = alive_pair(Some(permit));
+        let task_ctx = ctx.clone();
+        let accepted = crate::quic::accept(incoming, listener.local_addr());
+        establishing.spawn(async move {
+            let ctx = task_ctx;
+            match ctx.establish(accepted, alive).await {
+                Ok(connection) => {
+                    let info = connection.info();
+                    tracing::debug!(conn = %info.id, remote = %info.remote, "accepted");
+                    let _ = ctx.tx.send(connection).await;
+                }
+                Err(error) => tracing::info!(%error, "refused an incoming connection"),
+            }
+        });
+        if ctx.tx.is_closed() {
+            return;
+        }
     }
 }
 
@@ -507,6 +588,12 @@ async fn connector_loop(
         };
         let (alive, closed): (AliveToken, ClosedSignal) = alive_pair(Some(permit));
         let established = async {
+            // QUIC's handshake is its TLS: the whole of it runs within the establish timeout.
+            #[cfg(feature = "quic")]
+            if let (Endpoint::Quic(addr), Some(tls)) = (&endpoint, options.tls_client()) {
+                let opened = crate::quic::connect(&endpoint, addr, tls);
+                return ctx.establish(opened, alive).await;
+            }
             let mut stream = open(&endpoint).await?;
             stream.info.direction = Direction::Outbound;
             ctx.establish(options.secure(&endpoint, stream), alive)

@@ -1,0 +1,397 @@
+//! The link over QUIC on loopback, with certificates made at test time: packets both ways
+//! (small and large), connection facts (addresses, certificates), mutual TLS and its
+//! refusal, TLS being required, reconnects when the listener goes away and comes back,
+//! the port being free once the listener is removed, the connection limit and the
+//! establish timeout.
+//!
+//! Every wait is bounded, so a broken link fails a test instead of hanging it.
+
+#![cfg(feature = "quic")]
+
+mod quic_support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quic_support::{BoxError, Pki};
+use snakemq_link::tls::{TlsClient, TlsServer};
+use snakemq_link::{
+    Backoff, ConnInfo, ConnectOptions, Connection, Direction, Endpoint, Incoming, Link, LinkConfig,
+    LinkError, ListenOptions, ListenerId, PacketReader, PacketWriter, TransportKind,
+};
+use tokio::time::timeout;
+
+type TestResult = Result<(), BoxError>;
+
+/// Upper bound of any single wait for something that must happen.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long "nothing happens" is watched for.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn config() -> LinkConfig {
+    LinkConfig::default().backoff(Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        multiplier: 2.0,
+        jitter: 0.0,
+    })
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T, BoxError> {
+    timeout(WAIT, fut)
+        .await
+        .map_err(|_| format!("timed out after {WAIT:?} waiting for {what}").into())
+}
+
+async fn next_conn(incoming: &mut Incoming, what: &str) -> Result<Connection, BoxError> {
+    within(what, incoming.next())
+        .await?
+        .ok_or_else(|| format!("incoming queue closed while waiting for {what}").into())
+}
+
+async fn expect_no_conn(incoming: &mut Incoming, what: &str) -> TestResult {
+    match timeout(QUIET, incoming.next()).await {
+        Err(_) => Ok(()),
+        Ok(Some(conn)) => Err(format!("{what}: unexpected connection {:?}", conn.info()).into()),
+        Ok(None) => Err(format!("{what}: incoming queue closed").into()),
+    }
+}
+
+/// Waits until `reader`'s connection ends (cleanly or with an error).
+async fn expect_end(reader: &mut PacketReader, what: &str) -> TestResult {
+    loop {
+        match within(what, reader.next()).await? {
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// A recognisable body of `len` bytes for packet `index`.
+fn body(index: u32, len: usize) -> Bytes {
+    let mut out: Vec<u8> = (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(index) as u8)
+        .collect();
+    for (dst, src) in out.iter_mut().zip(index.to_be_bytes()) {
+        *dst = src;
+    }
+    Bytes::from(out)
+}
+
+fn len_of(index: u32) -> usize {
+    // Mostly small packets, and one of 1 MiB to go past the stream's flow-control window.
+    if index == 7 {
+        1 << 20
+    } else {
+        1 + (index as usize * 37) % 300
+    }
+}
+
+async fn send_numbered(writer: &PacketWriter, count: u32) -> Result<(), LinkError> {
+    for i in 0..count {
+        writer.send_packet(body(i, len_of(i))).await?;
+    }
+    Ok(())
+}
+
+async fn expect_numbered(reader: &mut PacketReader, count: u32) -> TestResult {
+    for i in 0..count {
+        let got = within("a packet", reader.next())
+            .await??
+            .ok_or_else(|| format!("stream ended before packet {i}"))?;
+        if got != body(i, len_of(i)) {
+            return Err(format!("packet {i} differs ({} bytes)", got.len()).into());
+        }
+    }
+    Ok(())
+}
+
+/// One end of a connection, split.
+struct End {
+    info: ConnInfo,
+    reader: PacketReader,
+    writer: PacketWriter,
+}
+
+impl From<Connection> for End {
+    fn from(connection: Connection) -> Self {
+        let (info, reader, writer) = connection.into_parts();
+        End {
+            info,
+            reader,
+            writer,
+        }
+    }
+}
+
+/// A listener and a connector over QUIC, connected, with the connector having spoken first
+/// (a QUIC stream reaches the listener with its first bytes).
+struct Pair {
+    server: Link,
+    server_in: Incoming,
+    client: Link,
+    client_in: Incoming,
+    listener: ListenerId,
+    bound: Endpoint,
+    accepted: End,
+    connected: End,
+}
+
+async fn listen(server: &Link, tls: TlsServer) -> Result<(ListenerId, Endpoint), BoxError> {
+    let options = ListenOptions::tls(tls);
+    Ok(server
+        .listen_with(&"quic://127.0.0.1:0".parse()?, options)
+        .await?)
+}
+
+/// The next connection on `client_in`, which says hello, and its accepted end on
+/// `server_in`, which has read the hello.
+async fn hello(client_in: &mut Incoming, server_in: &mut Incoming) -> Result<(End, End), BoxError> {
+    let connected = End::from(next_conn(client_in, "the client's connection").await?);
+    connected
+        .writer
+        .send_packet(Bytes::from_static(b"hello"))
+        .await?;
+    let mut accepted = End::from(next_conn(server_in, "the server's connection").await?);
+    let got = within("the hello", accepted.reader.next()).await??;
+    assert_eq!(got.as_deref(), Some(&b"hello"[..]));
+    Ok((connected, accepted))
+}
+
+async fn pair(server_tls: TlsServer, client_tls: TlsClient) -> Result<Pair, BoxError> {
+    let (server, mut server_in) = Link::new(config());
+    let (listener, bound) = listen(&server, server_tls).await?;
+    let (client, mut client_in) = Link::new(config());
+    client.connect_with(bound.clone(), ConnectOptions::tls(client_tls))?;
+    let (connected, accepted) = hello(&mut client_in, &mut server_in).await?;
+    Ok(Pair {
+        server,
+        server_in,
+        client,
+        client_in,
+        listener,
+        bound,
+        accepted,
+        connected,
+    })
+}
+
+/// `count` numbered packets each way at once, all arriving intact and in order.
+async fn exchange(a: &mut End, b: &mut End, count: u32) -> TestResult {
+    let (a_sent, b_sent, a_got, b_got) = tokio::join!(
+        send_numbered(&a.writer, count),
+        send_numbered(&b.writer, count),
+        expect_numbered(&mut a.reader, count),
+        expect_numbered(&mut b.reader, count),
+    );
+    a_sent?;
+    b_sent?;
+    a_got?;
+    b_got
+}
+
+/// A listener with a certificate for 127.0.0.1 and a client trusting its CA.
+fn plain_tls(pki: &Pki) -> Result<(TlsServer, TlsClient), BoxError> {
+    let leaf = pki.leaf(&["localhost", "127.0.0.1"])?;
+    Ok((pki.server(&leaf, false)?, pki.client(None)?))
+}
+
+#[tokio::test]
+async fn quic_carries_packets_both_ways() -> TestResult {
+    let pki = Pki::new()?;
+    let server_leaf = pki.leaf(&["localhost", "127.0.0.1"])?;
+    let mut p = pair(pki.server(&server_leaf, false)?, pki.client(None)?).await?;
+
+    let Endpoint::Quic(addr) = &p.bound else {
+        return Err(format!("bound to {:?}", p.bound).into());
+    };
+    let bound: SocketAddr = addr.parse()?;
+    assert_ne!(bound.port(), 0);
+    assert_eq!(p.bound.to_string(), format!("quic://{bound}"));
+
+    let (server, client) = (&p.accepted.info, &p.connected.info);
+    assert_eq!(server.transport, TransportKind::Quic);
+    assert_eq!(client.transport, TransportKind::Quic);
+    assert_eq!(server.direction, Direction::Inbound);
+    assert_eq!(client.direction, Direction::Outbound);
+    assert_eq!(server.local_addr, Some(bound));
+    assert_eq!(client.remote_addr, Some(bound));
+    let client_port = client.local_addr.map(|a| a.port());
+    assert_eq!(server.remote_addr.map(|a| a.port()), client_port);
+    // The client saw the server's certificate; the server asked for none.
+    assert_eq!(
+        client.peer_certificates.first().map(|c| &c[..]),
+        Some(server_leaf.der())
+    );
+    assert!(server.peer_certificates.is_empty());
+
+    exchange(&mut p.accepted, &mut p.connected, 20).await
+}
+
+#[tokio::test]
+async fn quic_mutual_tls_shows_the_client_certificate() -> TestResult {
+    let pki = Pki::new()?;
+    let server_leaf = pki.leaf(&["127.0.0.1"])?;
+    let client_leaf = pki.leaf(&["alice"])?;
+    let mut p = pair(
+        pki.server(&server_leaf, true)?,
+        pki.client(Some(&client_leaf))?,
+    )
+    .await?;
+    assert_eq!(
+        p.accepted.info.peer_certificates.first().map(|c| &c[..]),
+        Some(client_leaf.der())
+    );
+    exchange(&mut p.accepted, &mut p.connected, 5).await
+}
+
+#[tokio::test]
+async fn quic_mutual_tls_refuses_a_client_without_certificate() -> TestResult {
+    let pki = Pki::new()?;
+    let server_leaf = pki.leaf(&["127.0.0.1"])?;
+    let (server, mut server_in) = Link::new(config());
+    let (_, bound) = listen(&server, pki.server(&server_leaf, true)?).await?;
+
+    let (client, mut client_in) = Link::new(config());
+    client.connect_with(bound, ConnectOptions::tls(pki.client(None)?))?;
+    // TLS 1.3 checks the client's certificate last, so the client may finish its half of
+    // the handshake and hand out a connection; the server's refusal then ends it.
+    let mut refused = 0;
+    while refused < 3 {
+        let mut end = End::from(next_conn(&mut client_in, "a client connection").await?);
+        let _ = end
+            .writer
+            .send_packet(Bytes::from_static(b"let me in"))
+            .await;
+        expect_end(&mut end.reader, "the refusal").await?;
+        refused += 1;
+    }
+    expect_no_conn(&mut server_in, "server side, client without certificate").await
+}
+
+#[tokio::test]
+async fn quic_needs_tls_settings() -> TestResult {
+    let (link, _incoming) = Link::new(config());
+    let endpoint: Endpoint = "quic://127.0.0.1:0".parse()?;
+    let listened = link.listen(&endpoint).await;
+    assert!(
+        matches!(listened, Err(LinkError::InvalidEndpoint { .. })),
+        "{listened:?}"
+    );
+    let connected = link.connect(endpoint);
+    assert!(
+        matches!(connected, Err(LinkError::InvalidEndpoint { .. })),
+        "{connected:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn quic_connector_reconnects_when_the_listener_comes_back() -> TestResult {
+    let pki = Pki::new()?;
+    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let mut p = pair(server_tls.clone(), client_tls).await?;
+    let first = p.connected.info.id;
+
+    // The server closes the connection and goes away.
+    drop(p.accepted);
+    expect_end(&mut p.connected.reader, "the end of the first connection").await?;
+    drop(p.connected);
+    assert!(p.server.remove_listener(p.listener).await);
+
+    // It comes back on the same port (free again at once), and the connector finds it.
+    let (_, again) = p
+        .server
+        .listen_with(&p.bound, ListenOptions::tls(server_tls))
+        .await?;
+    assert_eq!(again, p.bound);
+    let (mut connected, mut accepted) = hello(&mut p.client_in, &mut p.server_in).await?;
+    assert_ne!(connected.info.id, first);
+    exchange(&mut accepted, &mut connected, 10).await?;
+    drop(p.client);
+    Ok(())
+}
+
+#[tokio::test]
+async fn quic_removed_listener_frees_its_port_and_ends_its_connections() -> TestResult {
+    let pki = Pki::new()?;
+    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let mut p = pair(server_tls.clone(), client_tls).await?;
+    let addr = p.accepted.info.local_addr.ok_or("no local address")?;
+
+    assert!(p.server.remove_listener(p.listener).await);
+    assert!(!p.server.remove_listener(p.listener).await, "removed twice");
+    // Right after the call, without yielding to the runtime first.
+    let rebound = std::net::UdpSocket::bind(addr);
+    assert!(
+        rebound.is_ok(),
+        "port still taken right after remove_listener: {rebound:?}"
+    );
+    drop(rebound);
+    // The accepted connection shared the listener's socket: it is over.
+    expect_end(&mut p.accepted.reader, "the end of the accepted connection").await?;
+
+    // The client's connection learns it from the listener that comes back on the port (a
+    // stateless reset, the key being the process's), and the connector reconnects.
+    let (_, again) = p
+        .server
+        .listen_with(&p.bound, ListenOptions::tls(server_tls))
+        .await?;
+    assert_eq!(again, p.bound);
+    let _ = p
+        .connected
+        .writer
+        .send_packet(Bytes::from_static(b"anyone?"))
+        .await;
+    expect_end(
+        &mut p.connected.reader,
+        "the end of the client's connection",
+    )
+    .await?;
+    drop(p.connected);
+    let (mut connected, mut accepted) = hello(&mut p.client_in, &mut p.server_in).await?;
+    exchange(&mut accepted, &mut connected, 3).await?;
+    drop(p.client);
+    Ok(())
+}
+
+#[tokio::test]
+async fn quic_connection_limit_holds() -> TestResult {
+    let pki = Pki::new()?;
+    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let (server, mut server_in) = Link::new(config().max_connections(1));
+    let (_, bound) = listen(&server, server_tls).await?;
+
+    let (first, mut first_in) = Link::new(config());
+    first.connect_with(bound.clone(), ConnectOptions::tls(client_tls.clone()))?;
+    let (first_end, first_accepted) = hello(&mut first_in, &mut server_in).await?;
+
+    // A second client is refused while the first holds the only slot...
+    let (second, mut second_in) = Link::new(config());
+    second.connect_with(bound, ConnectOptions::tls(client_tls))?;
+    expect_no_conn(&mut second_in, "a second client beyond the limit").await?;
+    expect_no_conn(&mut server_in, "server side, beyond the limit").await?;
+
+    // ...and gets in once the first connection is gone.
+    drop((first, first_end, first_accepted));
+    let (mut connected, mut accepted) = hello(&mut second_in, &mut server_in).await?;
+    exchange(&mut accepted, &mut connected, 3).await
+}
+
+#[tokio::test]
+async fn quic_connection_silent_past_the_establish_timeout_is_dropped() -> TestResult {
+    let pki = Pki::new()?;
+    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let server_config = config().establish_timeout(Duration::from_millis(300));
+    let (server, mut server_in) = Link::new(server_config);
+    let (_, bound) = listen(&server, server_tls).await?;
+
+    let (client, mut client_in) = Link::new(config());
+    client.connect_with(bound, ConnectOptions::tls(client_tls))?;
+    // The client never sends, so its stream never reaches the listener, which gives up.
+    let mut silent = End::from(next_conn(&mut client_in, "the client's connection").await?);
+    expect_end(&mut silent.reader, "the listener giving up").await?;
+    expect_no_conn(&mut server_in, "server side, silent client").await
+}
