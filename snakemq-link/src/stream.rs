@@ -7,6 +7,9 @@
 //! the [`ConnInfo`] (peer certificates, addresses) or refuse the connection with an error.
 //! The stack runs after the TLS handshake, so layers see the plaintext the packets travel
 //! in, and once per connection, so the per-packet path is only the wrapped halves.
+//! Ready-made layers ([`ThrottleLayer`](crate::middleware::ThrottleLayer),
+//! [`TraceLayer`](crate::middleware::TraceLayer)), the order a `ServiceBuilder` stacks
+//! them in, and how to write a layer are in [`middleware`](crate::middleware).
 //!
 //! ```
 //! use snakemq_link::{ByteStream, LinkConfig, LinkError};

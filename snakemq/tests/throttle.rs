@@ -1,8 +1,9 @@
 //! Messaging over a throttled link (`snakemq_link::middleware::ThrottleLayer`): messages
 //! and acknowledgements flow in order at the configured rate, keepalive pings pass on an
-//! idle throttled connection, and the documented limit holds: a single packet that takes
-//! longer than the keepalive window to pass closes the connection unless the keepalive
-//! timing allows for it.
+//! idle throttled connection, and the two documented limits hold: a single packet that
+//! takes longer than the keepalive window to pass closes the connection unless the
+//! keepalive timing allows for it, and so does, without acknowledgements, a backlog that
+//! takes longer than the keepalive wait to drain.
 //!
 //! All tests run with paused time on the memory transport, so the rates measured are the
 //! throttle's and the tests take no real time.
@@ -207,5 +208,48 @@ async fn a_packet_slower_than_the_keepalive_window_needs_a_longer_keepalive() ->
         wait: Duration::from_secs(30),
     };
     assert!(slow_single_packet("slow-patient", patient).await?);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_acks_a_backlog_longer_than_the_keepalive_wait_closes_the_connection() -> TestResult
+{
+    // 50 messages of 200 bytes at 1000 B/s: about 10 s of backlog. Bob has nothing to say
+    // (no acks), so alice's PING after 2 s waits behind the backlog and her 3 s wait ends
+    // before bob can answer it.
+    let endpoint = "memory:throttle-no-acks";
+    let (config, _) = throttled(1000, ThrottleDirection::Write);
+    let bob = Messaging::builder("bob")
+        .acks(false)
+        .listen(endpoint)
+        .start()
+        .await?;
+    let mut bob_events = bob.events();
+    let alice = Messaging::builder("alice")
+        .acks(false)
+        .link_config(config)
+        .connect(endpoint)
+        .start()
+        .await?;
+    let mut alice_events = alice.events();
+    for i in 0..50 {
+        alice
+            .send("bob", format!("{i:03}{}", ".".repeat(197)).into_bytes())
+            .await?;
+    }
+    let start = Instant::now();
+    next_matching(&mut alice_events, |e| {
+        matches!(e, Event::Disconnected { .. }).then_some(())
+    })
+    .await?;
+    let lost_after = start.elapsed();
+    let mut received = 0;
+    while let Some(event) = bob_events.try_next() {
+        received += usize::from(matches!(event, Event::Received { .. }));
+    }
+    println!("no acks: connection lost after {lost_after:?}, {received} of 50 received");
+    assert!(received < 50, "{received}");
+    alice.shutdown().await;
+    bob.shutdown().await;
     Ok(())
 }

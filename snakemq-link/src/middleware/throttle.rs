@@ -31,16 +31,29 @@
 //! slows the sender once the socket buffers fill, so a peer's burst can exceed the rate
 //! by the size of those buffers. Each direction has its own bucket.
 //!
+//! # Under TLS
+//!
+//! Middleware runs on the plaintext, after the TLS handshake: the rate counts plaintext
+//! bytes, the handshake itself is not throttled, and TLS records add their overhead (a few
+//! dozen bytes per record of up to 16 KiB) on the wire.
+//!
 //! # Keepalive under a low rate
 //!
 //! Messaging's keepalive closes a connection when no whole packet arrived within
-//! `interval + wait` (default 2 s + 3 s). Packets keep their order, so a PONG leaves after
-//! the bytes written before it. A steady stream of small messages keeps the peer's
-//! keepalive satisfied at any rate (every message counts as a sign of life), but a single
-//! packet needs `size / rate` seconds to arrive: keep
-//! `largest message / rate` well below `interval + wait`, or raise the keepalive timing of
-//! the *receiving* peer accordingly. For example, at 1 KiB/s with the default keepalive,
-//! messages should stay below about 4 KiB.
+//! `interval + wait` (default 2 s + 3 s). Bytes keep their order, so under a low write
+//! rate:
+//!
+//! - **A large packet** needs `size / rate` seconds to arrive; meanwhile the peer sees no
+//!   whole packet, and the PONG to its PING waits behind the rest of it. Keep
+//!   `largest message / rate` below `interval + wait`, or raise the keepalive timing on
+//!   both peers. At 1 KiB/s with the defaults, messages should stay below about 4 KiB.
+//! - **A long backlog towards a peer that sends nothing**: our own PING waits behind the
+//!   bytes written before it. A Rust peer's acknowledgements keep arriving while messages
+//!   flow, so this does not happen with acks; without them (acks off, a Python peer) a
+//!   backlog that takes longer than `wait` to drain can close the connection.
+//!
+//! A steady flow of ordinary messages keeps both sides alive at any rate, and an idle
+//! throttled connection passes its pings.
 
 use std::fmt;
 use std::future::Future;
