@@ -206,10 +206,10 @@ pub fn run(input: ConnectionInput) {
                     model.sent.push_back(message);
                 }
             }
-            Op::Ack(uuid) => ack(&mut conn, &mut model, uuid),
+            Op::Ack(uuid) => ack(&mut conn, &mut model, uuid, now),
             Op::AckReceived => {
                 if let Some(uuid) = model.received.pop_front() {
-                    ack(&mut conn, &mut model, uuid);
+                    ack(&mut conn, &mut model, uuid, now);
                 }
             }
             Op::Take => {
@@ -250,9 +250,9 @@ fn packet(conn: &mut Connection, model: &mut Model, body: Bytes, now: Instant) {
     conn.handle_packet(body, now);
 }
 
-fn ack(conn: &mut Connection, model: &mut Model, uuid: Uuid) {
+fn ack(conn: &mut Connection, model: &mut Model, uuid: Uuid, now: Instant) {
     let before = conn.pending_acks();
-    conn.ack(uuid);
+    conn.ack(uuid, now);
     let takes_effect = model.identified && model.acks && !model.closed;
     assert_eq!(
         conn.pending_acks(),

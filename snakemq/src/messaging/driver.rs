@@ -45,7 +45,9 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
     let config = ConnectionConfig::new(settings.identity.clone())
         .acks(settings.acks)
         .keepalive(settings.keepalive)
-        .handshake_timeout(settings.handshake_timeout);
+        .handshake_timeout(settings.handshake_timeout)
+        // Acknowledgements wait for the driver to go idle (see `run`), not for a timer.
+        .ack_delay(None);
     let (confirmed_tx, confirmed_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut driver = Driver {
         proto: proto::Connection::new(config, now()),
@@ -141,6 +143,13 @@ impl Driver {
                 (a, b) => a.or(b),
             };
             let wake = self.wake.clone();
+            // Acknowledgements ride with the next outgoing data. When nothing else is ready,
+            // the tasks that are ready get one turn first (the application answering a
+            // request queues its reply, and the request's ack leaves in the same write),
+            // then they go out alone. Under load they batch by themselves; when idle they
+            // leave within one scheduler round, without a timer.
+            let acks_waiting = self.proto.pending_acks() > 0;
+            let mut acks_now = false;
             tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => {
@@ -186,19 +195,26 @@ impl Driver {
                     // syscall (and one read and one ack at the peer) per message.
                     tokio::task::yield_now().await;
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = sleep_until(deadline), if deadline.is_some() && !acks_waiting => {
                     self.proto.handle_timeout(now());
                     if self.hold_until.is_some_and(|t| t <= Instant::now()) {
                         self.hold_until = None;
                     }
                 }
+                // (The timer above is not armed meanwhile: this branch is ready after one
+                // round, and arming an earlier timer costs a wake-up syscall.)
+                () = tokio::task::yield_now(), if acks_waiting => acks_now = true,
             }
             self.process_events().await?;
             if self.evicted.load(Ordering::Acquire) {
                 return Ok(Ended::Evicted);
             }
             self.pump().await;
-            self.flush().await?;
+            if acks_now {
+                self.flush_all().await?;
+            } else {
+                self.flush().await?;
+            }
         }
     }
 
@@ -383,8 +399,9 @@ impl Driver {
                 return;
             }
         }
+        let now = now();
         for uuid in ids {
-            self.proto.ack(uuid);
+            self.proto.ack(uuid, now);
         }
     }
 
@@ -525,7 +542,11 @@ impl Driver {
             .filter(|r| r.data.len() < DIRECT_PAYLOAD)
             .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
             .sum();
-        self.proto.transmit_buffer().reserve(small);
+        if !batch.is_empty() {
+            // (Touching the transmit buffer brings pending acks along: only when there
+            // is something for them to ride with.)
+            self.proto.transmit_buffer().reserve(small);
+        }
         for record in &batch {
             self.encode(record, now_ms);
         }
@@ -572,12 +593,27 @@ impl Driver {
         }
     }
 
-    /// Writes everything this turn produced.
+    /// Writes everything this turn produced; acknowledgements alone may wait for company
+    /// up to the ack delay (the protocol core's timer brings them out).
     async fn flush(&mut self) -> Result<(), Error> {
+        self.write_out(false).await
+    }
+
+    /// Writes everything, the youngest acknowledgements included.
+    async fn flush_all(&mut self) -> Result<(), Error> {
+        self.write_out(true).await
+    }
+
+    async fn write_out(&mut self, everything: bool) -> Result<(), Error> {
         for chunk in self.chunks.drain(..) {
             self.writer.send_raw(chunk).await?;
         }
-        if let Some(bytes) = self.proto.take_transmit() {
+        let bytes = if everything {
+            self.proto.take_transmit()
+        } else {
+            self.proto.poll_transmit(now())
+        };
+        if let Some(bytes) = bytes {
             self.writer.send_raw(bytes).await?;
         }
         if !self.delivered_on_write.is_empty() {
@@ -599,7 +635,7 @@ impl Driver {
             Err(error) => tracing::info!(%error, "closing connection"),
         }
         // Whatever the protocol still wants to say (INCOMPATIBLE_PROTOCOL, acks) goes out.
-        let _ = self.flush().await;
+        let _ = self.flush_all().await;
         let mut events = Vec::new();
         if let Some(peer) = self.peer.take() {
             self.unregister(&peer, &mut events);

@@ -23,6 +23,10 @@ const UNKNOWN_FRAME_BUDGET: u32 = 64;
 /// Most message ids carried by one ACK frame.
 const MAX_ACK_BATCH: usize = 4096;
 
+/// Pending acknowledgements that go out at once, without waiting for the ack delay: enough
+/// to keep a sender's in-flight window moving.
+const ACK_FLUSH_COUNT: usize = 256;
+
 /// Keepalive timing: after `interval` without any received packet a PING is sent; if
 /// nothing arrives within `wait` after it, the connection is declared dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,17 +58,31 @@ pub struct ConnectionConfig {
     pub keepalive: Option<Keepalive>,
     /// Time allowed for the peer's IDENTIFICATION.
     pub handshake_timeout: Duration,
+    /// How long an acknowledgement may wait for outgoing data to ride with (see
+    /// [`Connection::poll_transmit`]): `Some(ZERO)` (the default) sends every
+    /// acknowledgement with the next transmit; `None` holds them, without a timer, until
+    /// data rides along, many are pending, or the owner calls
+    /// [`Connection::take_transmit`] (which an owner does when it goes idle).
+    pub ack_delay: Option<Duration>,
 }
 
 impl ConnectionConfig {
-    /// Defaults: acks on, keepalive on, 10 s handshake deadline.
+    /// Defaults: acks on, keepalive on, 10 s handshake deadline, no ack delay.
     pub fn new(identity: impl Into<String>) -> Self {
         ConnectionConfig {
             identity: identity.into(),
             acks: true,
             keepalive: Some(Keepalive::default()),
             handshake_timeout: Duration::from_secs(10),
+            ack_delay: Some(Duration::ZERO),
         }
+    }
+
+    /// Sets how long an acknowledgement may wait for outgoing data to ride with (`None`:
+    /// until the owner sends them).
+    pub fn ack_delay(mut self, delay: Option<Duration>) -> Self {
+        self.ack_delay = delay;
+        self
     }
 
     /// Sets whether acknowledgements are announced.
@@ -123,6 +141,9 @@ pub struct Connection {
     peer_caps: Option<u32>,
     acks_in_use: bool,
     pending_acks: Vec<Uuid>,
+    /// When the oldest pending acknowledgement must go out at the latest (`None` with no
+    /// pending ones, or no ack delay timer).
+    acks_due: Option<Instant>,
     handshake_deadline: Instant,
     last_received: Instant,
     ping_sent_at: Option<Instant>,
@@ -149,6 +170,7 @@ impl Connection {
             peer_caps: None,
             acks_in_use: false,
             pending_acks: Vec::new(),
+            acks_due: None,
             last_received: now,
             ping_sent_at: None,
             unknown_budget: UNKNOWN_FRAME_BUDGET,
@@ -280,21 +302,32 @@ impl Connection {
         if self.state != State::Identified {
             return Err(ProtoError::BeforeIdentification("MESSAGE"));
         }
-        encode_message(message, &mut self.out);
+        encode_message(message, self.transmit_buffer());
         Ok(())
     }
 
     /// The transmit buffer, for callers that encode messages themselves (after checking
     /// [`Connection::is_identified`]).
+    ///
+    /// Pending acknowledgements are encoded first: whatever is written next rides with
+    /// them, and never ahead of them (a reply does not overtake the acknowledgement of the
+    /// request it answers).
     pub fn transmit_buffer(&mut self) -> &mut BytesMut {
+        self.encode_pending_acks();
         &mut self.out
     }
 
-    /// Records that a received message has been handed to the application; its ACK goes
-    /// out with the next transmit, batched with others. No-op when acks are not in use.
-    pub fn ack(&mut self, uuid: Uuid) {
+    /// Records that a received message has been handed to the application. Its ACK goes
+    /// out batched with others: with the next outgoing data, once
+    /// [`ConnectionConfig::ack_delay`] has passed since the oldest pending one, at once
+    /// when many are pending, or with [`Connection::take_transmit`]. No-op when acks are
+    /// not in use.
+    pub fn ack(&mut self, uuid: Uuid, now: Instant) {
         if self.acks_in_use && self.state == State::Identified {
             self.pending_acks.push(uuid);
+            if let Some(delay) = self.config.ack_delay {
+                self.acks_due.get_or_insert(now + delay);
+            }
         }
     }
 
@@ -303,15 +336,40 @@ impl Connection {
         self.pending_acks.len()
     }
 
-    /// Everything to send now (pending ACKs are flushed into as few frames as possible);
-    /// `None` when there is nothing.
-    pub fn take_transmit(&mut self) -> Option<Bytes> {
+    fn encode_pending_acks(&mut self) {
         if !self.pending_acks.is_empty() && self.state != State::Closed {
             for chunk in self.pending_acks.chunks(MAX_ACK_BATCH) {
                 encode_ack(chunk, &mut self.out);
             }
-            self.pending_acks.clear();
         }
+        self.pending_acks.clear();
+        self.acks_due = None;
+    }
+
+    /// Everything to send, pending ACKs included however young (for a connection that is
+    /// closing); `None` when there is nothing.
+    pub fn take_transmit(&mut self) -> Option<Bytes> {
+        self.encode_pending_acks();
+        self.take_out()
+    }
+
+    /// What to send at `now`: everything queued, with the pending ACKs when there is other
+    /// data for them to ride with, when the oldest has waited the ack delay, or when many
+    /// are pending; younger lone ACKs wait (their deadline is in
+    /// [`Connection::poll_timeout`]). `None` when there is nothing to send yet.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        let acks_ready = !self.out.is_empty()
+            || self.pending_acks.len() >= ACK_FLUSH_COUNT
+            || self.acks_due.is_some_and(|due| due <= now);
+        // (`handle_timeout` at the deadline does the same; this spares a caller that
+        // flushes after every turn the extra timer round.)
+        if acks_ready {
+            self.encode_pending_acks();
+        }
+        self.take_out()
+    }
+
+    fn take_out(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
             None
         } else {
@@ -324,7 +382,8 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// When [`Connection::handle_timeout`] must be called next.
+    /// When [`Connection::handle_timeout`] (and then [`Connection::poll_transmit`]) must
+    /// be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Closed => None,
@@ -332,7 +391,10 @@ impl Connection {
                 let keepalive = self.keepalive_deadline();
                 Some(keepalive.map_or(self.handshake_deadline, |k| k.min(self.handshake_deadline)))
             }
-            State::Identified => self.keepalive_deadline(),
+            State::Identified => match (self.keepalive_deadline(), self.acks_due) {
+                (Some(keepalive), Some(acks)) => Some(keepalive.min(acks)),
+                (keepalive, acks) => keepalive.or(acks),
+            },
         }
     }
 
@@ -353,6 +415,10 @@ impl Connection {
             self.close(ProtoError::HandshakeTimeout(self.config.handshake_timeout));
             return;
         }
+        if self.acks_due.is_some_and(|due| now >= due) {
+            // Due acknowledgements move to the transmit buffer (the timer moves on).
+            self.encode_pending_acks();
+        }
         let Some(keepalive) = self.config.keepalive else {
             return;
         };
@@ -361,7 +427,7 @@ impl Connection {
                 self.close(ProtoError::KeepaliveTimeout(keepalive.wait));
             }
             None if now >= self.last_received + keepalive.interval => {
-                Frame::Ping.encode(&mut self.out);
+                Frame::Ping.encode(self.transmit_buffer());
                 self.ping_sent_at = Some(now);
             }
             _ => {}
@@ -373,6 +439,7 @@ impl Connection {
         if self.state != State::Closed {
             self.state = State::Closed;
             self.pending_acks.clear();
+            self.acks_due = None;
             self.events.push_back(Event::Closed(reason));
         }
     }

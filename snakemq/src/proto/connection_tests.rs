@@ -29,7 +29,11 @@ fn message(byte: u8) -> MessageFrame {
 }
 
 fn identified_pair(now: Instant) -> Connection {
-    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    identified_with(ConnectionConfig::new("alice"), now)
+}
+
+fn identified_with(config: ConnectionConfig, now: Instant) -> Connection {
+    let mut conn = Connection::new(config, now);
     conn.take_transmit();
     conn.handle_packet(body(Frame::ProtocolVersion(1)), now);
     conn.handle_packet(body(Frame::Capabilities(CAP_ACKS)), now);
@@ -66,7 +70,7 @@ fn python_peer_gets_no_acks() {
         })
     );
     conn.take_transmit();
-    conn.ack([1; 16]);
+    conn.ack([1; 16], now);
     assert_eq!(conn.take_transmit(), None);
 }
 
@@ -83,10 +87,69 @@ fn acks_are_batched_into_one_frame() {
     );
     for i in 0..3 {
         conn.handle_packet(body(Frame::Message(message(i))), now);
-        conn.ack([i; 16]);
+        conn.ack([i; 16], now);
     }
     let sent = packets(conn.take_transmit().unwrap_or_default());
     assert_eq!(sent, vec![Frame::Ack(vec![[0; 16], [1; 16], [2; 16]])]);
+}
+
+#[test]
+fn delayed_acks_ride_with_outgoing_data_and_never_behind_it() {
+    let now = Instant::now();
+    let delay = Duration::from_millis(2);
+    let mut conn = identified_with(ConnectionConfig::new("alice").ack_delay(Some(delay)), now);
+    conn.poll_event();
+    conn.handle_packet(body(Frame::Message(message(1))), now);
+    conn.ack([1; 16], now);
+    // Alone, the ack waits, and the connection asks to be woken when it is due.
+    assert_eq!(conn.poll_transmit(now), None);
+    assert_eq!(conn.poll_timeout(), Some(now + delay));
+    // A reply queued meanwhile takes it along, behind it.
+    assert_eq!(conn.send_message(&message(9)), Ok(()));
+    let sent = packets(conn.poll_transmit(now).unwrap_or_default());
+    assert_eq!(
+        sent,
+        vec![Frame::Ack(vec![[1; 16]]), Frame::Message(message(9))]
+    );
+    assert_eq!(conn.pending_acks(), 0);
+}
+
+#[test]
+fn delayed_acks_go_out_when_due_or_when_many() {
+    let now = Instant::now();
+    let delay = Duration::from_millis(2);
+    let mut conn = identified_with(ConnectionConfig::new("alice").ack_delay(Some(delay)), now);
+    conn.poll_event();
+    conn.ack([1; 16], now);
+    conn.ack([2; 16], now + Duration::from_millis(1));
+    assert_eq!(conn.poll_transmit(now + Duration::from_millis(1)), None);
+    // Due counts from the oldest.
+    let sent = packets(conn.poll_transmit(now + delay).unwrap_or_default());
+    assert_eq!(sent, vec![Frame::Ack(vec![[1; 16], [2; 16]])]);
+    assert_eq!(conn.poll_timeout(), conn.keepalive_deadline());
+
+    for i in 0..ACK_FLUSH_COUNT {
+        assert_eq!(conn.poll_transmit(now), None, "flushed after {i} acks");
+        conn.ack([(i % 256) as u8; 16], now);
+    }
+    assert!(conn.poll_transmit(now).is_some());
+    // A closing connection sends the young ones too.
+    conn.ack([7; 16], now);
+    let sent = packets(conn.take_transmit().unwrap_or_default());
+    assert_eq!(sent, vec![Frame::Ack(vec![[7; 16]])]);
+}
+
+#[test]
+fn acks_without_a_delay_timer_wait_for_the_owner() {
+    let now = Instant::now();
+    let mut conn = identified_with(ConnectionConfig::new("alice").ack_delay(None), now);
+    conn.poll_event();
+    conn.ack([1; 16], now);
+    // No timer of their own: only keepalive wakes the owner.
+    assert_eq!(conn.poll_timeout(), conn.keepalive_deadline());
+    assert_eq!(conn.poll_transmit(now + Duration::from_secs(1)), None);
+    let sent = packets(conn.take_transmit().unwrap_or_default());
+    assert_eq!(sent, vec![Frame::Ack(vec![[1; 16]])]);
 }
 
 #[test]
