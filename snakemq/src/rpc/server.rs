@@ -216,7 +216,11 @@ pub(super) fn incoming(
             }
         };
         inner.stats.served.fetch_add(1, Ordering::Relaxed);
-        respond(&inner, &from, signal, deadline_ms, reply, hold);
+        // Sent from this task: no second task per call.
+        if let Some(data) = settle(&inner, &from, signal, &reply) {
+            let ttl = reply_ttl(&inner, ttl_of(deadline_ms));
+            send_reply(inner.messaging.clone(), from, data, ttl, hold).await;
+        }
     });
 }
 
@@ -233,39 +237,53 @@ fn respond(
     reply: Envelope,
     hold: Hold,
 ) {
-    if !signal {
-        finish(inner, from, reply.id, &reply, deadline_ms, hold);
-    } else if reply.kind() == Some(Kind::ReplyErr) && reply.error != APPLICATION_ERROR {
-        let kind = super::error::RemoteErrorKind::from_code(reply.error);
-        tracing::warn!(peer = %from, %kind, detail = %reply.detail, "rpc signal failed");
+    if let Some(data) = settle(inner, from, signal, &reply) {
+        send_data(inner, from.clone(), data, ttl_of(deadline_ms), hold);
     }
 }
 
-/// Caches a reply and sends it.
-fn finish(
-    inner: &Arc<Inner>,
-    to: &Arc<str>,
-    id: u64,
-    reply: &Envelope,
-    deadline_ms: u32,
-    hold: Hold,
-) {
-    let data = reply.to_data();
-    inner.lock_cache().finish(to, id, data.clone());
-    send_data(inner, to.clone(), data, ttl_of(deadline_ms), hold);
+/// Caches the reply of a call and returns the data to send; for a signal, logs a failure
+/// and returns `None`.
+fn settle(inner: &Inner, from: &Arc<str>, signal: bool, reply: &Envelope) -> Option<Bytes> {
+    if !signal {
+        let data = reply.to_data();
+        inner.lock_cache().finish(from, reply.id, data.clone());
+        Some(data)
+    } else {
+        if reply.kind() == Some(Kind::ReplyErr) && reply.error != APPLICATION_ERROR {
+            let kind = super::error::RemoteErrorKind::from_code(reply.error);
+            tracing::warn!(peer = %from, %kind, detail = %reply.detail, "rpc signal failed");
+        }
+        None
+    }
 }
 
-/// Queues reply data; a reply nobody waits for any more expires with the call's deadline
-/// (or the configured reply TTL) instead of staying queued for a caller that left.
+/// Queues reply data from a task of its own (for callers that cannot wait).
 fn send_data(inner: &Arc<Inner>, to: Arc<str>, data: Bytes, ttl: Option<Duration>, hold: Hold) {
-    let ttl = ttl
-        .unwrap_or(inner.config.reply_ttl)
-        .max(Duration::from_secs(1));
+    let ttl = reply_ttl(inner, ttl);
     let messaging = inner.messaging.clone();
-    inner.runtime.spawn(async move {
-        if let Err(error) = messaging.send(&to, Message::new(data).ttl(ttl)).await {
-            tracing::warn!(peer = %to, %error, "rpc reply not queued");
-        }
-        drop(hold);
-    });
+    inner
+        .runtime
+        .spawn(send_reply(messaging, to, data, ttl, hold));
+}
+
+/// A reply nobody waits for any more expires with the call's deadline (or the configured
+/// reply TTL) instead of staying queued for a caller that left.
+fn reply_ttl(inner: &Inner, ttl: Option<Duration>) -> Duration {
+    ttl.unwrap_or(inner.config.reply_ttl)
+        .max(Duration::from_secs(1))
+}
+
+/// Queues reply data; `hold` is let go once it is queued.
+async fn send_reply(
+    messaging: crate::Messaging,
+    to: Arc<str>,
+    data: Bytes,
+    ttl: Duration,
+    hold: Hold,
+) {
+    if let Err(error) = messaging.send(&to, Message::new(data).ttl(ttl)).await {
+        tracing::warn!(peer = %to, %error, "rpc reply not queued");
+    }
+    drop(hold);
 }
