@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::common::{CliError, StoreArgs};
+use crate::transport::TransportArgs;
 
 /// Identity of the peer that sends (and times).
 pub(crate) const SENDER: &str = "bench-sender";
@@ -92,6 +93,10 @@ pub(crate) struct BenchArgs {
     /// Internal: where the receiver listens.
     #[arg(long, default_value = "127.0.0.1:0", hide = true)]
     bind: String,
+    /// TLS, QUIC and throttle settings of both peers (the same certificate serves the
+    /// receiver as server and the sender as client; `snakemq certs` makes one).
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 /// What a run measured.
@@ -105,7 +110,7 @@ pub(crate) struct Report {
 
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     if args.role == Role::Receiver {
-        child::receiver_main(&args.bind).await?;
+        child::receiver_main(&args.bind, &args.transport).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.mode == Mode::QueueMemory {
@@ -132,6 +137,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
     let plan = measure::Plan {
         store: args.store.clone(),
+        transport: args.transport.clone(),
         in_flight: args.in_flight,
         size: args.size,
         count: if args.mode == Mode::Latency {
@@ -145,14 +151,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     };
 
     let report = if args.in_process {
-        let receiver = child::ReceiverThread::spawn().await?;
+        let receiver = child::ReceiverThread::spawn(&args.transport).await?;
         let outcome = measure::run_sender(receiver.endpoint(), &plan).await;
         let served = receiver.finish().await;
         let report = outcome?;
         served?;
         report
     } else {
-        let receiver = child::ReceiverProcess::spawn(&args.bind).await?;
+        let receiver = child::ReceiverProcess::spawn(&args.bind, &args.transport).await?;
         let outcome = measure::run_sender(receiver.endpoint(), &plan).await;
         let exited = receiver.finish().await;
         let report = outcome?;
@@ -256,7 +262,10 @@ fn print_table(plan: &measure::Plan, report: &Report, in_process: bool) {
     } else {
         "two processes"
     };
-    println!("snakemq bench: {setup}, TCP loopback, acknowledgements on");
+    println!(
+        "snakemq bench: {setup}, {} loopback, acknowledgements on",
+        plan.transport.describe()
+    );
     if let Some(path) = &plan.store.store {
         println!(
             "  {:<12} persistent, {:?} store {} ({:?}), {} in flight",
@@ -324,6 +333,7 @@ mod tests {
                 store_backend: crate::common::StoreBackend::Sqlite,
                 durability: crate::common::DurabilityArg::Full,
             },
+            transport: TransportArgs::default(),
             in_flight: 1,
             size: 64,
             count: 1000,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use snakemq::storage::{QueueStore, StorageError};
 use snakemq::{Messaging, MessagingBuilder};
 
+use crate::transport::TransportArgs;
+
 /// Errors of the command line, printed as one line; the process exits with 1.
 pub(crate) type CliError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,20 +48,30 @@ pub(crate) struct PeerArgs {
     /// Keep a connection to ADDR, reconnecting as needed. Repeatable.
     #[arg(long, value_name = "ADDR")]
     pub(crate) connect: Vec<String>,
+    #[command(flatten)]
+    pub(crate) transport: TransportArgs,
 }
 
 impl PeerArgs {
-    /// A builder with the identity, listeners and connectors, for callers that want to
-    /// tune it before starting.
-    pub(crate) fn builder(&self) -> MessagingBuilder {
-        let mut builder = Messaging::builder(self.ident.as_str());
-        for addr in &self.bind {
-            builder = builder.listen(addr);
+    /// A builder with the identity, listeners and connectors (with their TLS, QUIC and
+    /// throttle settings), for callers that want to tune it before starting.
+    pub(crate) fn builder(&self) -> Result<MessagingBuilder, CliError> {
+        let transport = &self.transport;
+        let mut builder =
+            Messaging::builder(self.ident.as_str()).link_config(transport.link_config());
+        if !self.bind.is_empty() {
+            let options = transport.listen_options()?;
+            for addr in &self.bind {
+                builder = builder.listen_with(&transport.endpoint(addr), options.clone());
+            }
         }
-        for addr in &self.connect {
-            builder = builder.connect(addr);
+        if !self.connect.is_empty() {
+            let options = transport.connect_options()?;
+            for addr in &self.connect {
+                builder = builder.connect_with(&transport.endpoint(addr), options.clone());
+            }
         }
-        builder
+        Ok(builder)
     }
 
     /// Checks that there is somewhere to meet a peer: without a listener or a connector

@@ -27,7 +27,7 @@ pub(crate) struct ListenArgs {
 }
 
 pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode, CliError> {
-    let builder = args.store.apply(args.peer.builder())?;
+    let builder = args.store.apply(args.peer.builder()?)?;
     let messaging = args.peer.start_with(builder).await?;
     let mut events = messaging.events();
     let mut received = 0u64;

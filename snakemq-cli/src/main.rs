@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod certs;
 mod common;
 mod demo;
 mod listen;
 mod queue;
 mod send;
+mod transport;
 
 /// Brokerless peer-to-peer messaging, wire-compatible with Python snakeMQ.
 #[derive(Debug, Parser)]
@@ -38,6 +40,8 @@ enum Command {
     /// List the queues of a store (peers, counts, bytes, oldest message), or import
     /// Python snakeMQ queues into one.
     Queue(queue::QueueArgs),
+    /// Make a local CA and a certificate per peer, for trying TLS and QUIC.
+    Certs(certs::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Queue(args) => queue::run(args),
+            Command::Certs(args) => certs::run(args).map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

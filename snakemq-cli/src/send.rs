@@ -109,7 +109,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, CliError> {
     let payloads = args.payloads()?;
     let total = payloads.len();
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
-    let builder = args.store.apply(args.peer.builder())?;
+    let builder = args.store.apply(args.peer.builder()?)?;
     let messaging = args.peer.start_with(builder).await?;
     // Subscribed before the first send, so no Delivered event can be missed.
     let mut events = messaging.events();

@@ -11,6 +11,8 @@
 //!   Python snakeMQ.
 //! - `crash [--messages N] [--kills K] [--seed S]`: persistent delivery under SIGKILL.
 //! - `python-env`: ensure the interop virtualenv and print its interpreter path.
+//! - `certs [--out DIR] [NAME...]`: a local CA and peer certificates for trying TLS and QUIC
+//!   (runs `snakemq certs`).
 
 mod bench;
 mod bench_rpc;
@@ -36,7 +38,9 @@ commands:
   crash [--messages N] [--kills K] [--seed S] [--max-delay-ms MS] [--timeout SECONDS]
                               persistent delivery while sender and receiver get SIGKILLed
   python-env                  ensure the Python interop virtualenv, print its interpreter
-                              (export SNAKEMQ_PYTHON=$(cargo xtask python-env))";
+                              (export SNAKEMQ_PYTHON=$(cargo xtask python-env))
+  certs [--out DIR] [NAME...] a local CA and a certificate per peer (default: alice bob in
+                              ./certs) for trying --tls-* and --quic";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             println!("{}", python.display());
             Ok(())
         }),
+        "certs" => certs(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -68,6 +73,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `snakemq certs ARGS`, run from the caller's folder so that `--out` is relative to it.
+fn certs(rest: &[String]) -> Result<(), String> {
+    let here = std::env::current_dir().map_err(|e| format!("no current folder: {e}"))?;
+    let manifest = util::workspace_root().join("Cargo.toml");
+    let mut command = util::cargo();
+    command
+        .current_dir(here)
+        .arg("run")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args(["-p", "snakemq-cli", "--", "certs"])
+        .args(rest);
+    util::run(&mut command)
 }
 
 fn no_args(rest: &[String]) -> Result<(), String> {

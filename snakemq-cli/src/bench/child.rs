@@ -7,11 +7,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use snakemq::Messaging;
 use tokio::sync::oneshot;
 
 use super::{RECEIVER, measure};
 use crate::common::CliError;
+use crate::transport::TransportArgs;
 
 /// Longest wait for the receiver to report its endpoint.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,11 +29,12 @@ pub(crate) struct ReceiverProcess {
 
 impl ReceiverProcess {
     /// Starts `snakemq bench --role receiver` and waits for its endpoint.
-    pub(crate) async fn spawn(bind: &str) -> Result<Self, CliError> {
+    pub(crate) async fn spawn(bind: &str, transport: &TransportArgs) -> Result<Self, CliError> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this executable to start the receiver: {e}"))?;
         let mut child = Command::new(&exe)
             .args(["bench", "--role", "receiver", "--bind", bind])
+            .args(transport.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -106,8 +107,8 @@ impl Drop for ReceiverProcess {
 }
 
 /// `snakemq bench --role receiver`: listen on `bind`, print the endpoint, serve.
-pub(crate) async fn receiver_main(bind: &str) -> Result<(), CliError> {
-    let messaging = Messaging::builder(RECEIVER).listen(bind).start().await?;
+pub(crate) async fn receiver_main(bind: &str, transport: &TransportArgs) -> Result<(), CliError> {
+    let messaging = transport.listening(RECEIVER, bind)?.start().await?;
     let endpoint = messaging
         .local_endpoints()
         .first()
@@ -141,14 +142,16 @@ pub(crate) struct ReceiverThread {
 
 impl ReceiverThread {
     /// Starts the thread and waits for the receiver's endpoint.
-    pub(crate) async fn spawn() -> Result<Self, CliError> {
+    pub(crate) async fn spawn(transport: &TransportArgs) -> Result<Self, CliError> {
+        let transport = transport.clone();
         let (endpoint_tx, endpoint_rx) = oneshot::channel::<Result<String, String>>();
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("bench-receiver".into())
             .spawn(move || {
-                let outcome = receiver_thread(endpoint_tx, stop_rx).map_err(|e| e.to_string());
+                let outcome =
+                    receiver_thread(&transport, endpoint_tx, stop_rx).map_err(|e| e.to_string());
                 let _ = done_tx.send(outcome);
             })?;
         let endpoint = match tokio::time::timeout(STARTUP_TIMEOUT, endpoint_rx).await {
@@ -183,6 +186,7 @@ impl ReceiverThread {
 }
 
 fn receiver_thread(
+    transport: &TransportArgs,
     endpoint_tx: oneshot::Sender<Result<String, String>>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), CliError> {
@@ -191,15 +195,17 @@ fn receiver_thread(
         .thread_name("bench-receiver")
         .build()?;
     runtime.block_on(async move {
-        let started = Messaging::builder(RECEIVER)
-            .listen("127.0.0.1:0")
-            .start()
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|m| match m.local_endpoints().first() {
-                Some(endpoint) => Ok((endpoint.to_string(), m)),
-                None => Err("the receiver has no listener".to_owned()),
-            });
+        let builder = transport
+            .listening(RECEIVER, "127.0.0.1:0")
+            .map_err(|e| e.to_string());
+        let started = match builder {
+            Ok(builder) => builder.start().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        let started = started.and_then(|m| match m.local_endpoints().first() {
+            Some(endpoint) => Ok((endpoint.to_string(), m)),
+            None => Err("the receiver has no listener".to_owned()),
+        });
         let messaging = match started {
             Ok((endpoint, messaging)) => {
                 let _ = endpoint_tx.send(Ok(endpoint));

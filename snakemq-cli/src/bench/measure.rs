@@ -23,6 +23,8 @@ const PROGRESS_EVERY: u64 = 4096;
 pub(crate) struct Plan {
     /// The sender's store; with one, throughput messages are persistent.
     pub(crate) store: StoreArgs,
+    /// TLS, QUIC and throttle settings of the connection.
+    pub(crate) transport: crate::transport::TransportArgs,
     /// Sends awaited at once in the throughput run.
     pub(crate) in_flight: u64,
     /// Payload bytes per message.
@@ -41,7 +43,7 @@ pub(crate) struct Plan {
 pub(crate) async fn run_sender(endpoint: &str, plan: &Plan) -> Result<Report, CliError> {
     let builder = plan
         .store
-        .apply(Messaging::builder(SENDER).connect(endpoint))?;
+        .apply(plan.transport.connecting(SENDER, endpoint)?)?;
     let messaging = builder.start().await?;
     let mut events = messaging.events();
     let outcome = measure(&messaging, &mut events, plan).await;
