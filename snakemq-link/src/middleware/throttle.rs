@@ -313,14 +313,17 @@ impl Bucket {
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// Reserves `bytes` (at most the burst) and returns when they may pass: once no more
-    /// than `burst` bytes granted are still unpaid.
-    fn reserve(&mut self, bytes: u64, now: Instant) -> Instant {
+    /// Reserves `wanted` bytes, or the burst if that is less, and returns how many and
+    /// when they may pass: once no more than `burst` bytes granted are still unpaid.
+    fn reserve(&mut self, wanted: u64, now: Instant) -> (u64, Instant) {
+        let bytes = wanted.min(self.rate.burst);
         let start = self.paid_until.map_or(now, |paid| paid.max(now));
         let paid = start.checked_add(self.cost(bytes)).unwrap_or(start);
         self.paid_until = Some(paid);
-        paid.checked_sub(self.cost(self.rate.burst))
-            .map_or(now, |at| at.max(now))
+        let at = paid
+            .checked_sub(self.cost(self.rate.burst))
+            .map_or(now, |at| at.max(now));
+        (bytes, at)
     }
 }
 
@@ -332,17 +335,10 @@ enum BucketRef {
 }
 
 impl BucketRef {
-    fn burst(&self) -> u64 {
+    fn reserve(&mut self, wanted: u64, now: Instant) -> (u64, Instant) {
         match self {
-            BucketRef::Own(bucket) => bucket.rate.burst,
-            BucketRef::Shared(shared) => lock(shared).rate.burst,
-        }
-    }
-
-    fn reserve(&mut self, bytes: u64, now: Instant) -> Instant {
-        match self {
-            BucketRef::Own(bucket) => bucket.reserve(bytes, now),
-            BucketRef::Shared(shared) => lock(shared).reserve(bytes, now),
+            BucketRef::Own(bucket) => bucket.reserve(wanted, now),
+            BucketRef::Shared(shared) => lock(shared).reserve(wanted, now),
         }
     }
 }
@@ -387,9 +383,8 @@ impl Gate {
                 let granted = self.credit.min(wanted);
                 return Poll::Ready(usize::try_from(granted).unwrap_or(usize::MAX));
             }
-            let bytes = wanted.min(self.bucket.burst());
             let now = Instant::now();
-            let at = self.bucket.reserve(bytes, now);
+            let (bytes, at) = self.bucket.reserve(wanted, now);
             self.credit = bytes;
             if at > now {
                 match self.sleep.as_mut() {
@@ -498,15 +493,26 @@ mod tests {
         let mut bucket = Bucket::new(Rate::new(1000).burst(100));
         let t0 = Instant::now();
         // The burst passes at once, then each 100 bytes cost 100 ms.
-        assert_eq!(bucket.reserve(100, t0), t0);
-        assert_eq!(bucket.reserve(100, t0), t0 + Duration::from_millis(100));
-        assert_eq!(bucket.reserve(50, t0), t0 + Duration::from_millis(150));
+        assert_eq!(bucket.reserve(100, t0), (100, t0));
+        assert_eq!(
+            bucket.reserve(100, t0),
+            (100, t0 + Duration::from_millis(100))
+        );
+        assert_eq!(
+            bucket.reserve(50, t0),
+            (50, t0 + Duration::from_millis(150))
+        );
+        // Never more than the burst at once.
+        assert_eq!(
+            bucket.reserve(1000, t0),
+            (100, t0 + Duration::from_millis(250))
+        );
         // Idle long enough refills the burst, and never more than it.
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(bucket.reserve(100, later), later);
+        assert_eq!(bucket.reserve(100, later), (100, later));
         assert_eq!(
             bucket.reserve(100, later),
-            later + Duration::from_millis(100)
+            (100, later + Duration::from_millis(100))
         );
     }
 
