@@ -152,6 +152,44 @@ async fn mutual_tls_link_carries_packets_and_shows_both_chains() -> TestResult {
 }
 
 #[tokio::test]
+async fn tls_runs_over_the_memory_transport_with_the_endpoint_name_as_server_name() -> TestResult {
+    let ca = Ca::new("test CA")?;
+    let server_leaf = ca.leaf(&["tls-memory-server"])?;
+    let server =
+        TlsServer::builder(server_leaf.cert.as_bytes(), server_leaf.key.as_bytes())?.build()?;
+    let (link, mut accepted) = Link::new(LinkConfig::default());
+    let (_, bound) = link
+        .listen_with(
+            &"memory:tls-memory-server".parse()?,
+            ListenOptions::tls(server),
+        )
+        .await?;
+    let (client_link, mut connected) = Link::new(LinkConfig::default());
+    let client = TlsClient::builder()
+        .trust_roots(ca.pem.as_bytes())?
+        .build()?;
+    client_link.connect_with(bound, ConnectOptions::tls(client))?;
+    let (info, _, writer) = tokio::time::timeout(GUARD, connected.next())
+        .await?
+        .ok_or("client link closed")?
+        .into_parts();
+    assert_eq!(info.transport, TransportKind::Memory);
+    assert!(info.peer_verified());
+    writer
+        .send_packet(Bytes::from_static(b"over memory"))
+        .await?;
+    let (_, mut reader, _) = tokio::time::timeout(GUARD, accepted.next())
+        .await?
+        .ok_or("server link closed")?
+        .into_parts();
+    assert_eq!(
+        tokio::time::timeout(GUARD, reader.next()).await??,
+        Some(Bytes::from_static(b"over memory"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn missing_client_certificate_is_refused() -> TestResult {
     let p = pki()?;
     let client = TlsClient::builder()
