@@ -15,6 +15,22 @@
 //! what each side verifies, the certificate chain on [`ConnInfo`], the typed handshake
 //! errors ([`TlsFailure`]) and the one insecure opt-out meant for Python snakeMQ peers.
 //!
+//! With feature `quic`, an endpoint written `quic://host:port` ([`Endpoint::Quic`]) runs
+//! the link over QUIC: UDP, one bidirectional stream per connection carrying the same
+//! packets, so middleware and everything above run unchanged (Rust peers only: Python
+//! snakeMQ has no QUIC). QUIC always runs TLS 1.3, so such a listener or connector *must*
+//! be given TLS settings, the same `TlsServer`/`TlsClient` as above (mutual TLS included);
+//! without them, or with settings that exclude TLS 1.3 or skip verification, listening and
+//! connecting fail at once with an error. Facts worth knowing:
+//! - a listener hands over a connection when the connecting side's first bytes arrive (a
+//!   QUIC stream is announced with its data; snakeMQ peers send their version at once),
+//!   within [`LinkConfig::establish_timeout`];
+//! - all connections of a QUIC listener share its UDP socket, so removing the listener
+//!   closes them, and frees the port before [`Link::remove_listener`] returns;
+//! - a peer that vanishes is noticed after 15 s without a packet (keep-alives flow every
+//!   5 s), or at once when a listener of this process comes back on its port;
+//! - connectors reconnect as over TCP.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), snakemq_link::LinkError> {

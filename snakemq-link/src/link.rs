@@ -302,16 +302,8 @@ impl Link {
             }
             #[cfg(feature = "quic")]
             Endpoint::Quic(addr) => {
-                let tls = options
-                    .tls_server()
-                    .ok_or_else(|| quic_unsupported(endpoint))?;
-                let listener =
-                    crate::quic::QuicListener::bind(addr, tls)
-                        .await
-                        .map_err(|source| LinkError::Bind {
-                            endpoint: endpoint.to_string(),
-                            source,
-                        })?;
+                let tls = options.tls_server();
+                let listener = crate::quic::QuicListener::bind(endpoint, addr, tls).await?;
                 let local = listener.local_addr();
                 let span = tracing::info_span!("listener", addr = %local, transport = "quic");
                 let task = tokio::spawn(quic_accept_loop(listener, ctx).instrument(span));
@@ -343,11 +335,11 @@ impl Link {
         endpoint: Endpoint,
         options: ConnectOptions,
     ) -> Result<ConnectorId, LinkError> {
-        #[cfg(feature = "quic")]
-        let usable = options.tls_client().is_some();
-        #[cfg(not(feature = "quic"))]
-        let usable = false;
-        if matches!(endpoint, Endpoint::Quic(_)) && !usable {
+        if matches!(endpoint, Endpoint::Quic(_)) {
+            // Refused now rather than retried forever.
+            #[cfg(feature = "quic")]
+            crate::quic::check_connect(&endpoint, options.tls_client())?;
+            #[cfg(not(feature = "quic"))]
             return Err(quic_unsupported(&endpoint));
         }
         let ctx = self.ctx()?;
@@ -522,8 +514,8 @@ async fn open(endpoint: &Endpoint) -> Result<ByteStream, LinkError> {
     }
 }
 
-/// The error for a QUIC endpoint that cannot work here: without the `quic` feature, or
-/// without TLS settings (QUIC always runs TLS 1.3).
+/// The error for a QUIC endpoint where it cannot work: without the `quic` feature, or on
+/// the plain path (with the feature, QUIC endpoints never reach `open`).
 fn quic_unsupported(endpoint: &Endpoint) -> LinkError {
     let reason = if cfg!(feature = "quic") {
         "a QUIC endpoint needs TLS settings: ListenOptions::tls or ConnectOptions::tls"

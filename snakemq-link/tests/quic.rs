@@ -8,21 +8,22 @@
 
 #![cfg(feature = "quic")]
 
-mod quic_support;
+mod tls_certs;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quic_support::{BoxError, Pki};
-use snakemq_link::tls::{TlsClient, TlsServer};
+use snakemq_link::tls::{TlsClient, TlsServer, TlsVersion, certificate_names};
 use snakemq_link::{
     Backoff, ConnInfo, ConnectOptions, Connection, Direction, Endpoint, Incoming, Link, LinkConfig,
     LinkError, ListenOptions, ListenerId, PacketReader, PacketWriter, TransportKind,
 };
+use tls_certs::{Ca, Leaf};
 use tokio::time::timeout;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
 
 /// Upper bound of any single wait for something that must happen.
@@ -192,17 +193,46 @@ async fn exchange(a: &mut End, b: &mut End, count: u32) -> TestResult {
     b_got
 }
 
+/// Listener settings presenting `leaf`; with `clients_from`, mutual TLS with that CA.
+fn server_tls(leaf: &Leaf, clients_from: Option<&Ca>) -> Result<TlsServer, LinkError> {
+    let builder = TlsServer::builder(leaf.cert.as_bytes(), leaf.key.as_bytes())?;
+    match clients_from {
+        Some(ca) => builder.require_client_certificates(ca.pem.as_bytes())?,
+        None => builder,
+    }
+    .build()
+}
+
+/// Connector settings trusting `ca`, presenting `leaf` if given.
+fn client_tls(ca: &Ca, leaf: Option<&Leaf>) -> Result<TlsClient, LinkError> {
+    let builder = TlsClient::builder().trust_roots(ca.pem.as_bytes())?;
+    match leaf {
+        Some(leaf) => builder.client_certificate(leaf.cert.as_bytes(), leaf.key.as_bytes())?,
+        None => builder,
+    }
+    .build()
+}
+
 /// A listener with a certificate for 127.0.0.1 and a client trusting its CA.
-fn plain_tls(pki: &Pki) -> Result<(TlsServer, TlsClient), BoxError> {
-    let leaf = pki.leaf(&["localhost", "127.0.0.1"])?;
-    Ok((pki.server(&leaf, false)?, pki.client(None)?))
+fn plain_tls() -> Result<(TlsServer, TlsClient), BoxError> {
+    let ca = Ca::new("test CA")?;
+    let leaf = ca.leaf(&["localhost", "127.0.0.1"])?;
+    Ok((server_tls(&leaf, None)?, client_tls(&ca, None)?))
+}
+
+/// The DNS names of the peer's leaf certificate on `info`.
+fn peer_names(info: &ConnInfo) -> Result<Vec<String>, BoxError> {
+    let leaf = info
+        .peer_certificates
+        .first()
+        .ok_or("no peer certificate")?;
+    Ok(certificate_names(leaf)?.dns_names)
 }
 
 #[tokio::test]
 async fn quic_carries_packets_both_ways() -> TestResult {
-    let pki = Pki::new()?;
-    let server_leaf = pki.leaf(&["localhost", "127.0.0.1"])?;
-    let mut p = pair(pki.server(&server_leaf, false)?, pki.client(None)?).await?;
+    let (server_tls, client_tls) = plain_tls()?;
+    let mut p = pair(server_tls, client_tls).await?;
 
     let Endpoint::Quic(addr) = &p.bound else {
         return Err(format!("bound to {:?}", p.bound).into());
@@ -221,10 +251,7 @@ async fn quic_carries_packets_both_ways() -> TestResult {
     let client_port = client.local_addr.map(|a| a.port());
     assert_eq!(server.remote_addr.map(|a| a.port()), client_port);
     // The client saw the server's certificate; the server asked for none.
-    assert_eq!(
-        client.peer_certificates.first().map(|c| &c[..]),
-        Some(server_leaf.der())
-    );
+    assert_eq!(peer_names(client)?, ["localhost"]);
     assert!(server.peer_certificates.is_empty());
 
     exchange(&mut p.accepted, &mut p.connected, 20).await
@@ -232,30 +259,28 @@ async fn quic_carries_packets_both_ways() -> TestResult {
 
 #[tokio::test]
 async fn quic_mutual_tls_shows_the_client_certificate() -> TestResult {
-    let pki = Pki::new()?;
-    let server_leaf = pki.leaf(&["127.0.0.1"])?;
-    let client_leaf = pki.leaf(&["alice"])?;
+    let ca = Ca::new("test CA")?;
+    let server_leaf = ca.leaf(&["127.0.0.1"])?;
+    let client_leaf = ca.leaf(&["alice"])?;
     let mut p = pair(
-        pki.server(&server_leaf, true)?,
-        pki.client(Some(&client_leaf))?,
+        server_tls(&server_leaf, Some(&ca))?,
+        client_tls(&ca, Some(&client_leaf))?,
     )
     .await?;
-    assert_eq!(
-        p.accepted.info.peer_certificates.first().map(|c| &c[..]),
-        Some(client_leaf.der())
-    );
+    assert_eq!(peer_names(&p.accepted.info)?, ["alice"]);
+    assert_eq!(p.connected.info.peer_certificates.len(), 1);
     exchange(&mut p.accepted, &mut p.connected, 5).await
 }
 
 #[tokio::test]
 async fn quic_mutual_tls_refuses_a_client_without_certificate() -> TestResult {
-    let pki = Pki::new()?;
-    let server_leaf = pki.leaf(&["127.0.0.1"])?;
+    let ca = Ca::new("test CA")?;
+    let server_leaf = ca.leaf(&["127.0.0.1"])?;
     let (server, mut server_in) = Link::new(config());
-    let (_, bound) = listen(&server, pki.server(&server_leaf, true)?).await?;
+    let (_, bound) = listen(&server, server_tls(&server_leaf, Some(&ca))?).await?;
 
     let (client, mut client_in) = Link::new(config());
-    client.connect_with(bound, ConnectOptions::tls(pki.client(None)?))?;
+    client.connect_with(bound, ConnectOptions::tls(client_tls(&ca, None)?))?;
     // TLS 1.3 checks the client's certificate last, so the client may finish its half of
     // the handshake and hand out a connection; the server's refusal then ends it.
     let mut refused = 0;
@@ -280,9 +305,38 @@ async fn quic_needs_tls_settings() -> TestResult {
         matches!(listened, Err(LinkError::InvalidEndpoint { .. })),
         "{listened:?}"
     );
-    let connected = link.connect(endpoint);
+    let connected = link.connect(endpoint.clone());
     assert!(
         matches!(connected, Err(LinkError::InvalidEndpoint { .. })),
+        "{connected:?}"
+    );
+
+    // No Python peer speaks QUIC, so the opt-out made for them is refused here.
+    let insecure = TlsClient::insecure_python_compat_no_verification()?;
+    let connected = link.connect_with(endpoint.clone(), ConnectOptions::tls(insecure));
+    assert!(
+        matches!(connected, Err(LinkError::InvalidEndpoint { .. })),
+        "{connected:?}"
+    );
+
+    // QUIC is TLS 1.3: settings limited to TLS 1.2 are refused up front.
+    let ca = Ca::new("test CA")?;
+    let leaf = ca.leaf(&["127.0.0.1"])?;
+    let tls12 = TlsServer::builder(leaf.cert.as_bytes(), leaf.key.as_bytes())?
+        .versions(&[TlsVersion::Tls12])
+        .build()?;
+    let listened = link.listen_with(&endpoint, ListenOptions::tls(tls12)).await;
+    assert!(
+        matches!(listened, Err(LinkError::TlsConfig(_))),
+        "{listened:?}"
+    );
+    let tls12 = TlsClient::builder()
+        .trust_roots(ca.pem.as_bytes())?
+        .versions(&[TlsVersion::Tls12])
+        .build()?;
+    let connected = link.connect_with(endpoint, ConnectOptions::tls(tls12));
+    assert!(
+        matches!(connected, Err(LinkError::TlsConfig(_))),
         "{connected:?}"
     );
     Ok(())
@@ -290,8 +344,7 @@ async fn quic_needs_tls_settings() -> TestResult {
 
 #[tokio::test]
 async fn quic_connector_reconnects_when_the_listener_comes_back() -> TestResult {
-    let pki = Pki::new()?;
-    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let (server_tls, client_tls) = plain_tls()?;
     let mut p = pair(server_tls.clone(), client_tls).await?;
     let first = p.connected.info.id;
 
@@ -316,8 +369,7 @@ async fn quic_connector_reconnects_when_the_listener_comes_back() -> TestResult 
 
 #[tokio::test]
 async fn quic_removed_listener_frees_its_port_and_ends_its_connections() -> TestResult {
-    let pki = Pki::new()?;
-    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let (server_tls, client_tls) = plain_tls()?;
     let mut p = pair(server_tls.clone(), client_tls).await?;
     let addr = p.accepted.info.local_addr.ok_or("no local address")?;
 
@@ -359,8 +411,7 @@ async fn quic_removed_listener_frees_its_port_and_ends_its_connections() -> Test
 
 #[tokio::test]
 async fn quic_connection_limit_holds() -> TestResult {
-    let pki = Pki::new()?;
-    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let (server_tls, client_tls) = plain_tls()?;
     let (server, mut server_in) = Link::new(config().max_connections(1));
     let (_, bound) = listen(&server, server_tls).await?;
 
@@ -382,8 +433,7 @@ async fn quic_connection_limit_holds() -> TestResult {
 
 #[tokio::test]
 async fn quic_connection_silent_past_the_establish_timeout_is_dropped() -> TestResult {
-    let pki = Pki::new()?;
-    let (server_tls, client_tls) = plain_tls(&pki)?;
+    let (server_tls, client_tls) = plain_tls()?;
     let server_config = config().establish_timeout(Duration::from_millis(300));
     let (server, mut server_in) = Link::new(server_config);
     let (_, bound) = listen(&server, server_tls).await?;

@@ -61,6 +61,11 @@
 //! [`link`] moves packets (TCP, the in-memory transport), [`proto`] is the sans-IO protocol
 //! core, [`messaging`] drives both with queues from a [`storage`] backend. The link and
 //! packet layers are usable on their own for a protocol of a user's own.
+//!
+//! With feature `quic`, endpoints written `quic://host:port` carry the same protocol over
+//! QUIC between Rust peers; QUIC always runs TLS 1.3, so `listen_with`/`connect_with` must
+//! give them TLS settings (`ListenOptions::tls`, `ConnectOptions::tls`, as for TLS over TCP,
+//! identity binding included). The `link` crate's documentation has the details.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "blocking")]

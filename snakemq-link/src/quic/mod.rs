@@ -87,14 +87,39 @@ fn transport(listener: bool) -> Arc<TransportConfig> {
     Arc::new(transport)
 }
 
-fn unusable(what: &str, error: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{what} cannot be used for QUIC (TLS 1.3 is required): {error}"),
-    )
+fn unusable(what: &str, error: impl std::fmt::Display) -> LinkError {
+    LinkError::TlsConfig(format!(
+        "{what} cannot be used for QUIC (TLS 1.3 is required): {error}"
+    ))
 }
 
-fn server_config(tls: &TlsServer) -> io::Result<quinn::ServerConfig> {
+fn invalid(endpoint: &Endpoint, reason: &'static str) -> LinkError {
+    LinkError::InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    }
+}
+
+/// Checks, when a connector is added, that it can ever connect to `endpoint`: TLS settings
+/// that verify the server and work with QUIC.
+pub(crate) fn check_connect(endpoint: &Endpoint, tls: Option<&TlsClient>) -> Result<(), LinkError> {
+    let Some(tls) = tls else {
+        return Err(invalid(
+            endpoint,
+            "a QUIC endpoint needs TLS settings: ConnectOptions::tls",
+        ));
+    };
+    if !tls.verifies_server() {
+        // The opt-out exists for Python peers' TLS; no Python peer speaks QUIC.
+        return Err(invalid(
+            endpoint,
+            "QUIC connects to Rust peers only: the insecure Python opt-out does not apply",
+        ));
+    }
+    client_config(tls, &tls.name_for(endpoint)?).map(drop)
+}
+
+fn server_config(tls: &TlsServer) -> Result<quinn::ServerConfig, LinkError> {
     let mut rustls = (**tls.rustls_config()).clone();
     rustls.alpn_protocols = vec![ALPN.to_vec()];
     // No 0-RTT: replayable early data has no place in a message queue.
@@ -113,7 +138,7 @@ fn server_config(tls: &TlsServer) -> io::Result<quinn::ServerConfig> {
 fn client_config(
     tls: &TlsClient,
     name: &rustls::pki_types::ServerName<'static>,
-) -> io::Result<quinn::ClientConfig> {
+) -> Result<quinn::ClientConfig, LinkError> {
     let mut rustls = (**tls.rustls_config()).clone();
     rustls.alpn_protocols = vec![ALPN.to_vec()];
     rustls.enable_early_data = false;
@@ -141,18 +166,37 @@ pub(crate) struct QuicListener {
 }
 
 impl QuicListener {
-    /// Binds `addr` (`host:port`, resolved now) with the given TLS settings.
-    pub(crate) async fn bind(addr: &str, tls: &TlsServer) -> io::Result<Self> {
+    /// Binds `endpoint` (its `host:port` is `addr`, resolved now) with the listener's TLS
+    /// settings, which QUIC requires.
+    pub(crate) async fn bind(
+        endpoint: &Endpoint,
+        addr: &str,
+        tls: Option<&TlsServer>,
+    ) -> Result<Self, LinkError> {
+        let tls = tls.ok_or_else(|| {
+            invalid(
+                endpoint,
+                "a QUIC endpoint needs TLS settings: ListenOptions::tls",
+            )
+        })?;
         let config = server_config(tls)?;
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
-        let socket = Arc::new(ClosableUdpSocket::bind(&addrs)?);
-        let local_addr = quinn::AsyncUdpSocket::local_addr(&*socket)?;
-        let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            endpoint_config(),
-            Some(config),
-            socket.clone(),
-            Arc::new(quinn::TokioRuntime),
-        )?;
+        let bind_error = |source| LinkError::Bind {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let bound = async {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+            let socket = Arc::new(ClosableUdpSocket::bind(&addrs)?);
+            let local_addr = quinn::AsyncUdpSocket::local_addr(&*socket)?;
+            let quic = quinn::Endpoint::new_with_abstract_socket(
+                endpoint_config(),
+                Some(config),
+                socket.clone(),
+                Arc::new(quinn::TokioRuntime),
+            )?;
+            Ok::<_, io::Error>((quic, socket, local_addr))
+        };
+        let (endpoint, socket, local_addr) = bound.await.map_err(bind_error)?;
         Ok(QuicListener {
             endpoint,
             socket,
@@ -214,9 +258,8 @@ pub(crate) async fn connect(
         endpoint: endpoint.to_string(),
         source,
     };
-    // The same host as a TCP endpoint would have, so the same name rules apply.
-    let name = tls.name_for(&Endpoint::Tcp(addr.to_owned()))?;
-    let config = client_config(tls, &name).map_err(connect_error)?;
+    let name = tls.name_for(endpoint)?;
+    let config = client_config(tls, &name)?;
     let remote = tokio::net::lookup_host(addr)
         .await
         .map_err(connect_error)?
