@@ -257,6 +257,41 @@ async fn quic_carries_packets_both_ways() -> TestResult {
     exchange(&mut p.accepted, &mut p.connected, 20).await
 }
 
+/// IPv6, and a host name resolved at each attempt (to every address it has, tried at once).
+#[tokio::test]
+async fn quic_over_ipv6_and_by_host_name() -> TestResult {
+    let ca = Ca::new("test CA")?;
+    let leaf = ca.leaf(&["localhost", "::1", "127.0.0.1"])?;
+    for (listen_on, dial) in [
+        ("quic://[::1]:0", None),
+        ("quic://127.0.0.1:0", Some("localhost")),
+    ] {
+        let (server, mut server_in) = Link::new(config());
+        let (_, bound) = server
+            .listen_with(
+                &listen_on.parse()?,
+                ListenOptions::tls(server_tls(&leaf, None)?),
+            )
+            .await?;
+        let target = match (dial, &bound) {
+            (Some(host), Endpoint::Quic(addr)) => {
+                let port = addr
+                    .rsplit_once(':')
+                    .map(|(_, port)| port)
+                    .ok_or("no port")?;
+                format!("quic://{host}:{port}").parse()?
+            }
+            _ => bound.clone(),
+        };
+        let (client, mut client_in) = Link::new(config());
+        client.connect_with(target, ConnectOptions::tls(client_tls(&ca, None)?))?;
+        let (mut connected, mut accepted) = hello(&mut client_in, &mut server_in).await?;
+        assert_eq!(accepted.info.local_addr.map(Endpoint::quic), Some(bound));
+        exchange(&mut accepted, &mut connected, 3).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn quic_mutual_tls_shows_the_client_certificate() -> TestResult {
     let ca = Ca::new("test CA")?;

@@ -247,8 +247,13 @@ pub(crate) async fn accept(
     ))
 }
 
-/// Opens a connection to `endpoint` (`addr` is its `host:port`, resolved now): a fresh
-/// UDP socket, the QUIC handshake verifying the server against `tls`, then the stream.
+/// Opens a connection to `endpoint` (`addr` is its `host:port`, resolved now) with the
+/// QUIC handshake verifying the server against `tls`, then opens the stream.
+///
+/// Nothing refuses a QUIC handshake to an address where nobody listens (unlike TCP's
+/// refusal): it would only end with the establish timeout. So every address the host
+/// resolves to (IPv6 and IPv4 for `localhost`, say) is tried at once, and the first
+/// connection made wins.
 pub(crate) async fn connect(
     endpoint: &Endpoint,
     addr: &str,
@@ -260,36 +265,52 @@ pub(crate) async fn connect(
     };
     let name = tls.name_for(endpoint)?;
     let config = client_config(tls, &name)?;
-    let remote = tokio::net::lookup_host(addr)
-        .await
-        .map_err(connect_error)?
-        .next()
-        .ok_or_else(|| connect_error(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+    let remotes = tokio::net::lookup_host(addr).await.map_err(connect_error)?;
+    // Dropped (so aborted) once one attempt has won.
+    let mut attempts = tokio::task::JoinSet::new();
+    for remote in remotes {
+        attempts.spawn(connect_to(
+            remote,
+            config.clone(),
+            name.to_str().into_owned(),
+        ));
+    }
+    let mut failure = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => failure = error,
+            Err(error) => failure = io::Error::other(error),
+        }
+    }
+    Err(connect_error(failure))
+}
+
+/// One connection attempt to `remote`, from a UDP socket of its own.
+async fn connect_to(
+    remote: SocketAddr,
+    config: quinn::ClientConfig,
+    name: String,
+) -> io::Result<ByteStream> {
     let bind: SocketAddr = if remote.is_ipv6() {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let socket = std::net::UdpSocket::bind(bind).map_err(connect_error)?;
-    let local_addr = socket.local_addr().map_err(connect_error)?;
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let local_addr = socket.local_addr()?;
     // The endpoint's tasks live as long as its connection; no handle needs to be kept.
     let quic = quinn::Endpoint::new(
         endpoint_config(),
         None,
         socket,
         Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(connect_error)?;
-    let connecting = quic
-        .connect_with(config, remote, &name.to_str())
-        .map_err(|e| connect_error(io::Error::other(e)))?;
-    let connection = connecting
-        .await
-        .map_err(|e| connect_error(io::Error::from(e)))?;
-    let (send, recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| connect_error(io::Error::from(e)))?;
+    )?;
+    let connection = quic
+        .connect_with(config, remote, &name)
+        .map_err(io::Error::other)?
+        .await?;
+    let (send, recv) = connection.open_bi().await?;
     Ok(byte_stream(
         &connection,
         local_addr,
