@@ -12,9 +12,11 @@ mod tls_certs;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use snakemq_link::middleware::{ByteStream, ServiceBuilder, TraceLayer};
 use snakemq_link::tls::{TlsClient, TlsServer, TlsVersion, certificate_names};
 use snakemq_link::{
     Backoff, ConnInfo, ConnectOptions, Connection, Direction, Endpoint, Incoming, Link, LinkConfig,
@@ -289,6 +291,41 @@ async fn quic_over_ipv6_and_by_host_name() -> TestResult {
         assert_eq!(accepted.info.local_addr.map(Endpoint::quic), Some(bound));
         exchange(&mut accepted, &mut connected, 3).await?;
     }
+    Ok(())
+}
+
+/// The middleware stack runs on QUIC connections as on any other: it sees the stream with
+/// its facts, and the bytes pass through it.
+#[tokio::test]
+async fn quic_connections_run_the_middleware_stack() -> TestResult {
+    let (server_tls, client_tls) = plain_tls()?;
+    let trace = TraceLayer::new();
+    let stats = trace.stats();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let stack = ServiceBuilder::new()
+        .map_request(move |stream: ByteStream| {
+            if let Ok(mut seen) = record.lock() {
+                seen.push(stream.info.transport);
+            }
+            stream
+        })
+        .layer(trace);
+    let (server, mut server_in) = Link::new(config().middleware(stack));
+    let (_, bound) = listen(&server, server_tls).await?;
+    let (client, mut client_in) = Link::new(config());
+    client.connect_with(bound, ConnectOptions::tls(client_tls))?;
+    let (mut connected, mut accepted) = hello(&mut client_in, &mut server_in).await?;
+    exchange(&mut accepted, &mut connected, 5).await?;
+
+    assert_eq!(
+        seen.lock().map(|seen| seen.clone()).ok(),
+        Some(vec![TransportKind::Quic])
+    );
+    assert_eq!(stats.connections(), 1);
+    // The hello and the five numbered packets in, the five numbered packets out.
+    assert_eq!(stats.packets_read(), 6);
+    assert_eq!(stats.packets_written(), 5);
     Ok(())
 }
 
