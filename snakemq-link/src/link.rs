@@ -567,6 +567,10 @@ async fn quic_accept_loop(listener: crate::quic::QuicListener, ctx: TaskCtx) {
     }
 }
 
+/// A connection that ends sooner than this after it was handed out counts as a failed
+/// attempt for the connector's backoff.
+const STABLE_CONNECTION: Duration = Duration::from_secs(1);
+
 async fn connector_loop(
     endpoint: Endpoint,
     options: ConnectOptions,
@@ -593,14 +597,24 @@ async fn connector_loop(
         };
         match established.await {
             Ok(connection) => {
-                failures = 0;
                 tracing::debug!(conn = %connection.info().id, "connected");
                 if ctx.tx.send(connection).await.is_err() {
                     return;
                 }
+                let opened = tokio::time::Instant::now();
                 // Err means every holder of the token is gone: the connection is over.
                 let _ = closed.await;
-                tracing::debug!("connection gone, reconnecting");
+                if opened.elapsed() >= STABLE_CONNECTION {
+                    failures = 0;
+                    tracing::debug!("connection gone, reconnecting");
+                } else {
+                    // Refused right after it opened (a TLS 1.3 client certificate refused
+                    // after our side finished, an identity the peer rejects, a full
+                    // server): a failed attempt, so the backoff grows instead of
+                    // reconnecting every few milliseconds forever.
+                    failures = failures.saturating_add(1);
+                    tracing::debug!(failures, "connection ended at once, backing off");
+                }
             }
             Err(error) => {
                 tracing::debug!(%error, failures, "connect failed");

@@ -538,3 +538,31 @@ async fn close_frees_the_listening_address_before_returning() -> TestResult {
     }
     Ok(())
 }
+
+/// A peer that drops every connection right after it opens (a refused client certificate, a
+/// rejected identity) must not be hammered: such connections count as failed attempts and
+/// the backoff grows (paused time: 10 virtual seconds).
+#[tokio::test(start_paused = true)]
+async fn connections_dropped_at_once_back_off() -> Result<(), LinkError> {
+    let (server, mut accepted) = Link::new(LinkConfig::default());
+    server.listen(&"memory:drops-at-once".parse()?).await?;
+    let (client, mut connected) = Link::new(LinkConfig::default());
+    client.connect("memory:drops-at-once".parse()?)?;
+    let dropper = tokio::spawn(async move {
+        while let Some(connection) = connected.next().await {
+            drop(connection);
+        }
+    });
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut attempts = 0;
+    while let Ok(Some(connection)) = tokio::time::timeout_at(until, accepted.next()).await {
+        attempts += 1;
+        drop(connection);
+    }
+    // 20 ms doubling to the 3 s cap: about 10 attempts in 10 s (without the backoff,
+    // one every ~20 ms: hundreds).
+    assert!((4..=16).contains(&attempts), "{attempts} attempts in 10 s");
+    client.shutdown();
+    dropper.abort();
+    Ok(())
+}
