@@ -2,8 +2,10 @@
 //! TLS, mutual TLS and QUIC on one machine (`cargo xtask certs` runs this).
 //!
 //! Every peer certificate carries the peer's name (so identity binding accepts that peer's
-//! IDENTIFICATION) plus `localhost`, `127.0.0.1` and `::1` (so a connector verifying a
-//! loopback server accepts it). Nothing here is meant for production: the CA key is written
+//! IDENTIFICATION) plus the addresses `127.0.0.1` and `::1` (so a connector verifying a
+//! loopback server accepts it; connect to `127.0.0.1:PORT`, not `localhost:PORT`). The name
+//! `localhost` is left out on purpose: a DNS name in a certificate is also an identity its
+//! holder may claim. Nothing here is meant for production: the CA key is written
 //! next to the certificates, unencrypted.
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,8 @@ pub(crate) struct CertsArgs {
     names: Vec<String>,
 }
 
-/// Names every peer certificate carries besides the peer's own.
-const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+/// Addresses every peer certificate carries besides the peer's own name.
+const LOOPBACK_NAMES: [&str; 2] = ["127.0.0.1", "::1"];
 
 pub(crate) fn run(args: CertsArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.out)

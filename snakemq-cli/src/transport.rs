@@ -33,7 +33,7 @@ pub(crate) struct TransportArgs {
     pub(crate) tls_insecure_python: bool,
     /// QUIC instead of TCP (UDP, same ports). Needs TLS: --tls-cert/--tls-key to listen,
     /// --tls-ca to connect. Rust peers only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_insecure_python")]
     pub(crate) quic: bool,
     /// Limit every connection to BYTES_PER_SEC (written bytes).
     #[arg(long, value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]

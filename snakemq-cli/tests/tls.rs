@@ -45,6 +45,11 @@ fn tls_flags(dir: &Path, name: &str, ca_dir: &Path) -> Vec<String> {
 
 /// `listen` as bob with mutual TLS on a free port, for one message.
 fn tls_listener(dir: &Path) -> Result<(Proc, String), Box<dyn std::error::Error>> {
+    listener_with(dir, &[])
+}
+
+/// [`tls_listener`] with more flags (`--quic`).
+fn listener_with(dir: &Path, extra: &[&str]) -> Result<(Proc, String), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = [
         "listen",
         "--ident",
@@ -56,6 +61,7 @@ fn tls_listener(dir: &Path) -> Result<(Proc, String), Box<dyn std::error::Error>
     ]
     .map(String::from)
     .to_vec();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     args.extend(tls_flags(dir, "bob", dir));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut listener = Proc::spawn(&args)?;
@@ -86,6 +92,22 @@ fn mutual_tls_between_listen_and_send_with_generated_certificates() -> TestResul
     make_certs(dir.path())?;
     let (listener, addr) = tls_listener(dir.path())?;
     let flags = tls_flags(dir.path(), "alice", dir.path());
+    let (status, _, stderr) = run(&send_args(&addr, &flags, "20"))?;
+    assert!(status.success(), "{status}: {stderr}");
+    let (status, stdout, stderr) = listener.finish()?;
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stdout.starts_with("alice: \"over tls\""), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn mutual_tls_over_quic_between_listen_and_send() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    make_certs(dir.path())?;
+    let (listener, addr) = listener_with(dir.path(), &["--quic"])?;
+    assert!(addr.starts_with("quic://"), "{addr}");
+    let mut flags = vec!["--quic".to_owned()];
+    flags.extend(tls_flags(dir.path(), "alice", dir.path()));
     let (status, _, stderr) = run(&send_args(&addr, &flags, "20"))?;
     assert!(status.success(), "{status}: {stderr}");
     let (status, stdout, stderr) = listener.finish()?;

@@ -68,8 +68,9 @@ async fn typed_calls_work_under_throttle() -> TestResult {
         .listen(endpoint)
         .start()
         .await?;
+    // (The builder's shorthand for the same stack.)
     let client = Messaging::builder("client")
-        .link_config(throttled())
+        .middleware(ThrottleLayer::per_connection(RATE).direction(ThrottleDirection::Both))
         .connect(endpoint)
         .start()
         .await?;

@@ -198,9 +198,30 @@ impl MessagingBuilder {
         self
     }
 
-    /// Link settings (packet size limit, backoff, connection limit).
+    /// Link settings (packet size limit, backoff, connection limit, middleware).
     pub fn link_config(mut self, config: LinkConfig) -> Self {
         self.link = config;
+        self
+    }
+
+    /// Wraps every connection's byte stream in a tower middleware stack (throttle, trace,
+    /// a layer of your own; see [`snakemq_link::middleware`]): shorthand for
+    /// [`LinkConfig::middleware`] on this builder's link settings. Replaces an earlier stack.
+    pub fn middleware<L>(mut self, layer: L) -> Self
+    where
+        L: snakemq_link::middleware::Layer<snakemq_link::Passthrough>,
+        L::Service: snakemq_link::middleware::Service<
+                snakemq_link::ByteStream,
+                Response = snakemq_link::ByteStream,
+                Error = snakemq_link::LinkError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as snakemq_link::middleware::Service<snakemq_link::ByteStream>>::Future:
+            Send + 'static,
+    {
+        self.link = self.link.middleware(layer);
         self
     }
 

@@ -443,10 +443,13 @@ impl Messaging {
     /// Stops listeners and connectors, flushes and closes every connection, and waits
     /// until all of it is done. Queued messages stay in the store.
     pub async fn shutdown(&self) {
-        // Waits for the listeners to be gone: their addresses are free when this returns.
-        self.inner.link.close().await;
+        // The connections first: each driver flushes and closes its stream. Then the
+        // listeners and connectors, waiting until they are gone, so their addresses are free
+        // when this returns. (In this order a QUIC connection's close still goes out through
+        // its listener's socket, and its peer learns at once instead of by timeout.)
         self.inner.shared.shutdown.cancel();
         self.inner.stopped.cancelled().await;
+        self.inner.link.close().await;
         if let Some(persister) = &self.inner.shared.persister {
             if let Err(error) = persister.barrier().await {
                 tracing::error!(%error, "final store commit failed");
