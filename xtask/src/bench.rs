@@ -12,8 +12,9 @@
 //!
 //! A second table, from [`bench_store`](crate::bench_store), covers persistent queues and
 //! queue memory, a third, from [`bench_rpc`](crate::bench_rpc), typed RPC against tarpc and
-//! Python snakeMQ (`--only messaging|store|rpc` runs one of them; `--no-rocksdb` leaves out
-//! the RocksDB row and its long first release build).
+//! Python snakeMQ, a fourth, from [`bench_transport`](crate::bench_transport), TLS and QUIC
+//! links against in-memory rustls and raw quinn (`--only messaging|store|rpc|transport` runs
+//! one of them; `--no-rocksdb` leaves out the RocksDB row and its long first release build).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ enum Only {
     Messaging,
     Store,
     Rpc,
+    Transport,
 }
 
 /// Parsed arguments of `bench`.
@@ -97,9 +99,11 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
                     Some("messaging") => Only::Messaging,
                     Some("store") => Only::Store,
                     Some("rpc") => Only::Rpc,
+                    Some("transport") => Only::Transport,
                     other => {
                         return Err(format!(
-                            "--only takes `messaging`, `store` or `rpc`, not {other:?}"
+                            "--only takes `messaging`, `store`, `rpc` or `transport`, \
+                             not {other:?}"
                         ));
                     }
                 }
@@ -107,7 +111,7 @@ pub(crate) fn parse_args(rest: &[String]) -> Result<Args, String> {
             other => {
                 return Err(format!(
                     "unknown argument `{other}` (usage: bench [--rounds N] [--quick] \
-                     [--only messaging|store|rpc] [--no-rocksdb])"
+                     [--only messaging|store|rpc|transport] [--no-rocksdb])"
                 ));
             }
         }
@@ -159,6 +163,12 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     }
     if wants(Only::Rpc) {
         let table = crate::bench_rpc::run(args.rounds, args.quick)?;
+        println!("\n{table}");
+        summary.push('\n');
+        summary.push_str(&table);
+    }
+    if wants(Only::Transport) {
+        let table = crate::bench_transport::run(args.rounds, args.quick)?;
         println!("\n{table}");
         summary.push('\n');
         summary.push_str(&table);

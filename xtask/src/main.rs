@@ -5,10 +5,10 @@
 //! Commands:
 //! - `ci`: format check, clippy, tests (with the Python interop virtualenv), docs, examples.
 //! - `fuzz --seconds N`: every cargo-fuzz target in `fuzz/` for N seconds each.
-//! - `bench [--rounds N] [--quick] [--only messaging|store|rpc] [--no-rocksdb]`: our throughput
-//!   against libzmq, Python snakeMQ and raw TCP; persistent queues against rusqlite, fsync,
-//!   rust-rocksdb and Python snakeMQ; queue memory against libzmq; RPC against tarpc and
-//!   Python snakeMQ.
+//! - `bench [--rounds N] [--quick] [--only messaging|store|rpc|transport] [--no-rocksdb]`: our
+//!   throughput against libzmq, Python snakeMQ and raw TCP; persistent queues against rusqlite,
+//!   fsync, rust-rocksdb and Python snakeMQ; queue memory against libzmq; RPC against tarpc and
+//!   Python snakeMQ; TLS and QUIC links against in-memory rustls and raw quinn.
 //! - `crash [--messages N] [--kills K] [--seed S]`: persistent delivery under SIGKILL.
 //! - `python-env`: ensure the interop virtualenv and print its interpreter path.
 //! - `certs [--out DIR] [NAME...]`: a local CA and peer certificates for trying TLS and QUIC
@@ -17,6 +17,7 @@
 mod bench;
 mod bench_rpc;
 mod bench_store;
+mod bench_transport;
 mod ci;
 mod crash;
 mod fuzz;
@@ -31,10 +32,11 @@ usage: cargo xtask <command>
 commands:
   ci                          fmt check, clippy, tests, docs, examples (what .ci/run runs)
   fuzz --seconds N            run every fuzz target in fuzz/ for N seconds each
-  bench [--rounds N] [--quick] [--only messaging|store|rpc] [--no-rocksdb]
+  bench [--rounds N] [--quick] [--only messaging|store|rpc|transport] [--no-rocksdb]
                               throughput: ours vs libzmq vs Python snakeMQ vs raw TCP;
                               persistent queues and queue memory vs their baselines;
-                              typed RPC vs tarpc and Python snakeMQ
+                              typed RPC vs tarpc and Python snakeMQ; TLS and QUIC links
+                              vs in-memory rustls and raw quinn, memory per idle TLS link
   crash [--messages N] [--kills K] [--seed S] [--max-delay-ms MS] [--timeout SECONDS]
                               persistent delivery while sender and receiver get SIGKILLed
   python-env                  ensure the Python interop virtualenv, print its interpreter
