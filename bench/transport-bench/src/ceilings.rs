@@ -14,6 +14,11 @@ use rustls::{ClientConnection, Connection, ServerConnection};
 use crate::certs::Pki;
 use crate::{Args, BoxError, PACKET, WARM_UP, within};
 
+/// Each packet is written and passed on in pieces of this size, as our link reads 64 KiB
+/// at a time: the plaintext, the records and the decrypted bytes stay in the cache. Whole
+/// 1 MiB writes measured about half as fast (three 1 MiB buffers pass through memory), which
+/// would make a low ceiling.
+const PIECE: usize = 64 * 1024;
 /// Guard against a handshake that never ends between the two in-memory connections.
 const HANDSHAKE_FLIGHTS: usize = 16;
 
@@ -54,8 +59,8 @@ fn drain(conn: &mut Connection, sink: &mut Vec<u8>) -> Result<(), BoxError> {
 }
 
 /// One thread encrypts framed 1 MiB packets on a client connection and decrypts them on a
-/// server connection; the plaintext goes through `Vec` buffers as it would through a
-/// socket's reads.
+/// server connection, [`PIECE`] bytes at a time; the records and the plaintext go through
+/// `Vec` buffers as they would through a socket's writes and reads.
 pub(crate) fn rustls_memory(args: &Args) -> Result<String, BoxError> {
     let pki = Pki::generate()?;
     let server_config = pki.tls_server()?.rustls_config().clone();
@@ -63,7 +68,7 @@ pub(crate) fn rustls_memory(args: &Args) -> Result<String, BoxError> {
     let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
     let mut client = Connection::Client(ClientConnection::new(client_config, name)?);
     let mut server = Connection::Server(ServerConnection::new(server_config)?);
-    // Whole packets are written at once, as our writer hands a whole packet to its stream.
+    // A piece is encrypted whole, whatever rustls's default buffer limit.
     client.set_buffer_limit(None);
 
     let mut wire = Vec::with_capacity(PACKET + PACKET / 8);
@@ -96,10 +101,11 @@ pub(crate) fn rustls_memory(args: &Args) -> Result<String, BoxError> {
             start = Instant::now();
         }
         received.clear();
-        let mut writer = client.writer();
-        writer.write_all(&prefix)?;
-        writer.write_all(&body)?;
-        pump(&mut client, &mut server, &mut wire, &mut received)?;
+        client.writer().write_all(&prefix)?;
+        for piece in body.chunks(PIECE) {
+            client.writer().write_all(piece)?;
+            pump(&mut client, &mut server, &mut wire, &mut received)?;
+        }
         if received.len() != PACKET + prefix.len() {
             return Err(format!("packet {index}: {} bytes decrypted", received.len()).into());
         }

@@ -8,7 +8,8 @@
 //! - `tcp-link`: our `Link` over plain TCP (context);
 //! - `tls-link`: our `Link` over TCP with mutual TLS ([`TlsServer`]/[`TlsClient`]);
 //! - `rustls-memory`: the TLS ceiling: a rustls client and server connection with the same
-//!   settings, passing the same framed 1 MiB chunks through `Vec` buffers, no sockets;
+//!   settings, passing the same framed 1 MiB packets through `Vec` buffers in 64 KiB
+//!   pieces, no sockets, one thread;
 //! - `quic-link`: our `Link` over `quic://127.0.0.1:0`, mutual TLS 1.3;
 //! - `quinn-raw`: the QUIC ceiling: quinn 0.11 with its own UDP socket and default transport
 //!   settings, one bidirectional stream carrying the same bytes, the same rustls settings.
