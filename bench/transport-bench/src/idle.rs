@@ -119,7 +119,10 @@ pub(crate) async fn listener_side(args: &Args) -> Result<String, BoxError> {
         "tls" => ListenOptions::tls(pki.tls_server()?),
         other => return Err(format!("--transport takes tcp or tls, not {other}").into()),
     };
-    let config = LinkConfig::default().max_connections(args.connections + WARM_UP_CONNECTIONS);
+    // Room to spare: a connection the limit refused would come back only after the
+    // connector's backoff.
+    let config =
+        LinkConfig::default().max_connections(2 * (args.connections + WARM_UP_CONNECTIONS));
     let (server, mut incoming) = Link::new(config);
     let (_, bound) = server.listen_with(&"127.0.0.1:0".parse()?, listen).await?;
 
@@ -148,9 +151,10 @@ pub(crate) async fn listener_side(args: &Args) -> Result<String, BoxError> {
     for batch in [WARM_UP_CONNECTIONS, args.connections] {
         writeln!(to_child, "open {batch}")?;
         to_child.flush()?;
-        for _ in 0..batch {
+        for accepted in 0..batch {
+            let what = format!("accepted connection {} of {batch}", accepted + 1);
             hold(
-                within("an accepted connection", incoming.next())
+                within(&what, incoming.next())
                     .await?
                     .ok_or("the listening link closed")?,
             );
