@@ -48,7 +48,7 @@ pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
     eprintln!("==> building transport-bench (release)");
     util::run(util::cargo().args(["build", "--release", "-p", "transport-bench"]))?;
     let bench = util::target_dir().join("release").join("transport-bench");
-    let mib = if quick { "32" } else { "256" };
+    let mib = if quick { "32" } else { "1024" };
     let connections = if quick { "100" } else { "500" };
 
     let mut results: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
