@@ -181,6 +181,7 @@ impl Connection {
             reader: PacketReader {
                 read,
                 decoder: PacketDecoder::new(max_packet_size),
+                bytes_received: 0,
                 _alive: alive.clone(),
             },
             writer: PacketWriter {
@@ -207,6 +208,7 @@ impl Connection {
 pub struct PacketReader {
     read: BoxRead,
     decoder: PacketDecoder,
+    bytes_received: u64,
     _alive: AliveToken,
 }
 
@@ -230,6 +232,7 @@ impl PacketReader {
             }
             let buf = self.decoder.read_buffer()?;
             let n = self.read.read_buf(buf).await?;
+            self.bytes_received += n as u64;
             if n == 0 {
                 let buffered = self.decoder.buffered();
                 return if buffered == 0 {
@@ -244,6 +247,13 @@ impl PacketReader {
     /// A packet that is already buffered, without reading from the socket.
     pub fn try_next(&mut self) -> Result<Option<Bytes>, LinkError> {
         self.decoder.next_packet()
+    }
+
+    /// Bytes read from the stream so far, whole packets or not. A protocol's keepalive can
+    /// take a growing count as a sign of life while a large packet is still arriving (for
+    /// example through a throttled link).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
     }
 }
 

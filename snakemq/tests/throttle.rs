@@ -198,16 +198,11 @@ async fn slow_single_packet(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_packet_slower_than_the_keepalive_window_needs_a_longer_keepalive() -> TestResult {
-    // Default keepalive: no whole packet for 2 s + 3 s, the connection is declared dead
-    // (the PONG waits behind the message that is still passing).
-    assert!(!slow_single_packet("slow-default", Keepalive::default()).await?);
-    // A keepalive window longer than the transfer lets it through.
-    let patient = Keepalive {
-        interval: Duration::from_secs(10),
-        wait: Duration::from_secs(30),
-    };
-    assert!(slow_single_packet("slow-patient", patient).await?);
+async fn a_packet_slower_than_the_keepalive_window_still_arrives() -> TestResult {
+    // 20 s on the wire for one packet, default keepalive (2 s + 3 s): bob's PING gets no
+    // PONG in time (it waits behind the message that is still passing), but the bytes of
+    // the message keep arriving, and those count as signs of life.
+    assert!(slow_single_packet("slow-default", Keepalive::default()).await?);
     Ok(())
 }
 

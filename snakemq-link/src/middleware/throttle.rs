@@ -39,14 +39,13 @@
 //!
 //! # Keepalive under a low rate
 //!
-//! Messaging's keepalive closes a connection when no whole packet arrived within
-//! `interval + wait` (default 2 s + 3 s). Bytes keep their order, so under a low write
-//! rate:
+//! Messaging's keepalive closes a connection when nothing arrived within `interval + wait`
+//! (default 2 s + 3 s); every byte counts, whole packets or not. Bytes keep their order, so
+//! under a low write rate:
 //!
-//! - **A large packet** needs `size / rate` seconds to arrive; meanwhile the peer sees no
-//!   whole packet, and the PONG to its PING waits behind the rest of it. Keep
-//!   `largest message / rate` below `interval + wait`, or raise the keepalive timing on
-//!   both peers. At 1 KiB/s with the defaults, messages should stay below about 4 KiB.
+//! - **A large packet** needs `size / rate` seconds to arrive, and the PONG to the peer's
+//!   PING waits behind the rest of it; its bytes keep arriving meanwhile, which keeps the
+//!   connection alive at any size.
 //! - **A long backlog towards a peer that sends nothing**: our own PING waits behind the
 //!   bytes written before it. A Rust peer's acknowledgements keep arriving while messages
 //!   flow, so this does not happen with acks; without them (acks off, a Python peer) a

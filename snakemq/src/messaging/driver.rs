@@ -133,6 +133,8 @@ impl Driver {
         mut confirmed: tokio::sync::mpsc::UnboundedReceiver<Vec<Uuid>>,
     ) -> Result<Ended, Error> {
         let shared = self.shared.clone();
+        // What `reader` had read when the protocol last heard of it (keepalive).
+        let mut bytes_seen = reader.bytes_received();
         self.flush().await?;
         loop {
             let deadline = match (
@@ -166,6 +168,7 @@ impl Driver {
                     };
                     let now = now();
                     self.proto.handle_packet(packet, now);
+                    bytes_seen = reader.bytes_received();
                     for _ in 1..PACKETS_PER_TURN {
                         match reader.try_next() {
                             Ok(Some(packet)) => self.proto.handle_packet(packet, now),
@@ -196,7 +199,14 @@ impl Driver {
                     tokio::task::yield_now().await;
                 }
                 _ = sleep_until(deadline), if deadline.is_some() && !acks_waiting => {
-                    self.proto.handle_timeout(now());
+                    let now = now();
+                    // Part of a packet arrived since the last look: the peer is alive.
+                    let received = reader.bytes_received();
+                    if received != bytes_seen {
+                        bytes_seen = received;
+                        self.proto.handle_progress(now);
+                    }
+                    self.proto.handle_timeout(now);
                     if self.hold_until.is_some_and(|t| t <= Instant::now()) {
                         self.hold_until = None;
                     }

@@ -199,6 +199,16 @@ impl Connection {
         self.unknown_seen
     }
 
+    /// Bytes of a packet that has not arrived whole yet came in: the peer is alive, even
+    /// though the answer to a PING may be queued behind that packet (a large message
+    /// through a slow or throttled link). Keepalive counts from `now`.
+    pub fn handle_progress(&mut self, now: Instant) {
+        if self.state != State::Closed {
+            self.last_received = self.last_received.max(now);
+            self.ping_sent_at = None;
+        }
+    }
+
     /// Processes one received packet body.
     pub fn handle_packet(&mut self, body: Bytes, now: Instant) {
         if self.state == State::Closed {

@@ -244,6 +244,25 @@ fn keepalive_pings_then_closes() {
 }
 
 #[test]
+fn part_of_a_packet_counts_as_life() {
+    let start = Instant::now();
+    let mut conn = identified_pair(start);
+    conn.take_transmit();
+    let ka = Keepalive::default();
+    conn.handle_timeout(start + ka.interval);
+    assert_eq!(
+        packets(conn.take_transmit().unwrap_or_default()),
+        vec![Frame::Ping]
+    );
+    // No PONG (it waits behind a large packet), but bytes of that packet arrive.
+    let progress = start + ka.interval + ka.wait - Duration::from_millis(10);
+    conn.handle_progress(progress);
+    assert_eq!(conn.poll_timeout(), Some(progress + ka.interval));
+    conn.handle_timeout(start + ka.interval + ka.wait);
+    assert!(!conn.is_closed());
+}
+
+#[test]
 fn any_packet_counts_as_life() {
     let start = Instant::now();
     let mut conn = identified_pair(start);
