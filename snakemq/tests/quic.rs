@@ -7,118 +7,16 @@
 //! only guard against a hang.
 #![cfg(feature = "quic")]
 
+#[path = "common/secure.rs"]
+mod secure;
 #[path = "../../snakemq-link/tests/tls_certs/mod.rs"]
 mod tls_certs;
 
-use std::time::Duration;
+use secure::*;
+use snakemq::link::TransportKind;
+use snakemq::{Error, Event, Message, Messaging};
 
-use snakemq::link::tls::{TlsClient, TlsServer, certificate_names};
-use snakemq::link::{ConnInfo, ConnectOptions, LinkError, ListenOptions, TransportKind};
-use snakemq::{Error, Event, Events, Message, Messaging};
-use tls_certs::{Ca, Leaf};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestResult = Result<(), BoxError>;
-
-const GUARD: Duration = Duration::from_secs(20);
-
-/// The first event `f` picks, within the guard time.
-async fn wait_for<T>(
-    events: &mut Events,
-    what: &str,
-    mut f: impl FnMut(&Event) -> Option<T>,
-) -> Result<T, String> {
-    let search = async {
-        let mut seen = Vec::new();
-        while let Some(event) = events.next().await {
-            if let Some(found) = f(&event) {
-                return Ok(found);
-            }
-            seen.push(event.to_string());
-        }
-        Err(format!(
-            "event stream ended waiting for {what}; saw {seen:?}"
-        ))
-    };
-    tokio::time::timeout(GUARD, search)
-        .await
-        .map_err(|_| format!("timed out waiting for {what}"))?
-}
-
-fn connected_to(peer: &str) -> impl FnMut(&Event) -> Option<ConnInfo> + '_ {
-    move |e| match e {
-        Event::Connected { peer: p, info, .. } if &**p == peer => Some(info.clone()),
-        _ => None,
-    }
-}
-
-fn received_data(e: &Event) -> Option<(String, Vec<u8>)> {
-    match e {
-        Event::Received { from, message } => Some((from.to_string(), message.data().to_vec())),
-        _ => None,
-    }
-}
-
-fn delivered_to(peer: &str) -> impl FnMut(&Event) -> Option<()> + '_ {
-    move |e| matches!(e, Event::Delivered { to, .. } if &**to == peer).then_some(())
-}
-
-struct Pki {
-    ca: Ca,
-    alice: Leaf,
-    bob: Leaf,
-}
-
-fn pki() -> Result<Pki, BoxError> {
-    let ca = Ca::new("test CA")?;
-    Ok(Pki {
-        alice: ca.leaf(&["alice", "127.0.0.1"])?,
-        bob: ca.leaf(&["bob"])?,
-        ca,
-    })
-}
-
-/// Mutual TLS: the listener presents `leaf` and requires a certificate of `ca`.
-fn mutual_server(leaf: &Leaf, ca: &Ca) -> Result<ListenOptions, LinkError> {
-    Ok(ListenOptions::tls(
-        TlsServer::builder(leaf.cert.as_bytes(), leaf.key.as_bytes())?
-            .require_client_certificates(ca.pem.as_bytes())?
-            .build()?,
-    ))
-}
-
-fn client(leaf: &Leaf, ca: &Ca) -> Result<ConnectOptions, LinkError> {
-    Ok(ConnectOptions::tls(
-        TlsClient::builder()
-            .trust_roots(ca.pem.as_bytes())?
-            .client_certificate(leaf.cert.as_bytes(), leaf.key.as_bytes())?
-            .build()?,
-    ))
-}
-
-/// A peer listening over QUIC with mutual TLS on `endpoint`; returns it and the bound
-/// endpoint (`quic://127.0.0.1:PORT`).
-async fn listening(
-    ident: &str,
-    endpoint: &str,
-    leaf: &Leaf,
-    ca: &Ca,
-) -> Result<(Messaging, String), BoxError> {
-    let peer = Messaging::builder(ident).start().await?;
-    let bound = peer
-        .listen_with(endpoint, mutual_server(leaf, ca)?)
-        .await?
-        .to_string();
-    Ok((peer, bound))
-}
-
-fn leaf_names(info: &ConnInfo) -> Result<Vec<String>, BoxError> {
-    let leaf = info
-        .peer_certificates
-        .first()
-        .ok_or("no peer certificate")?;
-    Ok(certificate_names(leaf)?.dns_names)
-}
 
 #[tokio::test]
 async fn messages_and_acks_flow_both_ways_over_quic() -> TestResult {
@@ -129,7 +27,7 @@ async fn messages_and_acks_flow_both_ways_over_quic() -> TestResult {
     // Queued before bob exists: it waits for him.
     alice.send("bob", Message::new("to bob")).await?;
     let bob = Messaging::builder("bob")
-        .connect_with(&addr, client(&p.bob, &p.ca)?)
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
         .start()
         .await?;
     let mut bob_events = bob.events();
@@ -169,7 +67,7 @@ async fn identity_binding_refuses_an_impostor_over_quic() -> TestResult {
     // mallory holds a valid certificate of the CA, for "mallory", and claims to be bob.
     let mallory_cert = p.ca.leaf(&["mallory"])?;
     let mallory = Messaging::builder("bob")
-        .connect_with(&addr, client(&mallory_cert, &p.ca)?)
+        .connect_with(&addr, client(Some(&mallory_cert), &p.ca)?)
         .start()
         .await?;
     let mut mallory_events = mallory.events();
@@ -192,7 +90,7 @@ async fn identity_binding_refuses_an_impostor_over_quic() -> TestResult {
 
     // The real bob gets it.
     let bob = Messaging::builder("bob")
-        .connect_with(&addr, client(&p.bob, &p.ca)?)
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
         .start()
         .await?;
     let mut bob_events = bob.events();
@@ -214,7 +112,7 @@ async fn connector_finds_a_peer_restarted_on_the_same_quic_port() -> TestResult 
     let p = pki()?;
     let (alice, addr) = listening("alice", "quic://127.0.0.1:0", &p.alice, &p.ca).await?;
     let bob = Messaging::builder("bob")
-        .connect_with(&addr, client(&p.bob, &p.ca)?)
+        .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
         .start()
         .await?;
     let mut bob_events = bob.events();
@@ -286,7 +184,7 @@ mod rpc {
         let p = pki()?;
         let (alice, addr) = listening("alice", "quic://127.0.0.1:0", &p.alice, &p.ca).await?;
         let bob = Messaging::builder("bob")
-            .connect_with(&addr, client(&p.bob, &p.ca)?)
+            .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
             .start()
             .await?;
         let (alice_rpc, bob_rpc) = (Rpc::new(&alice)?, Rpc::new(&bob)?);

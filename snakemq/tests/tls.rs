@@ -6,122 +6,23 @@
 //! end returning its handshake error); timeouts only guard against a hang.
 #![cfg(feature = "tls")]
 
+#[path = "common/secure.rs"]
+mod secure;
 #[path = "../../snakemq-link/tests/tls_certs/mod.rs"]
 mod tls_certs;
 
-use std::time::Duration;
-
-use snakemq::link::tls::{TlsClient, TlsServer, certificate_names};
-use snakemq::link::{
-    ByteStream, ConnInfo, ConnectOptions, Direction, LinkError, ListenOptions, TlsFailure,
-    TransportKind,
-};
-use snakemq::{Error, Event, Events, Message, Messaging};
-use tls_certs::{Ca, Leaf};
+use secure::*;
+use snakemq::link::tls::TlsServer;
+use snakemq::link::{ByteStream, ConnInfo, Direction, LinkError, TlsFailure, TransportKind};
+use snakemq::{Error, Event, Message, Messaging};
+use tls_certs::Ca;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-const GUARD: Duration = Duration::from_secs(20);
-
-/// The first event `f` picks, within the guard time.
-async fn wait_for<T>(
-    events: &mut Events,
-    what: &str,
-    mut f: impl FnMut(&Event) -> Option<T>,
-) -> Result<T, String> {
-    let search = async {
-        let mut seen = Vec::new();
-        while let Some(event) = events.next().await {
-            if let Some(found) = f(&event) {
-                return Ok(found);
-            }
-            seen.push(event.to_string());
-        }
-        Err(format!(
-            "event stream ended waiting for {what}; saw {seen:?}"
-        ))
-    };
-    tokio::time::timeout(GUARD, search)
-        .await
-        .map_err(|_| format!("timed out waiting for {what}"))?
-}
-
-/// Every event already queued, without waiting.
-fn drain(events: &mut Events) -> Vec<Event> {
-    std::iter::from_fn(|| events.try_next()).collect()
-}
-
-fn connected_to(peer: &str) -> impl FnMut(&Event) -> Option<ConnInfo> + '_ {
-    move |e| match e {
-        Event::Connected { peer: p, info, .. } if &**p == peer => Some(info.clone()),
-        _ => None,
-    }
-}
-
-fn received_data(e: &Event) -> Option<(String, Vec<u8>)> {
-    match e {
-        Event::Received { from, message } => Some((from.to_string(), message.data().to_vec())),
-        _ => None,
-    }
-}
-
-struct Pki {
-    ca: Ca,
-    alice: Leaf,
-    bob: Leaf,
-}
-
-fn pki() -> Result<Pki, Box<dyn std::error::Error + Send + Sync>> {
-    let ca = Ca::new("test CA")?;
-    Ok(Pki {
-        alice: ca.leaf(&["alice", "127.0.0.1"])?,
-        bob: ca.leaf(&["bob"])?,
-        ca,
-    })
-}
-
-fn mutual_server(leaf: &Leaf, ca: &Ca) -> Result<ListenOptions, LinkError> {
-    Ok(ListenOptions::tls(
-        TlsServer::builder(leaf.cert.as_bytes(), leaf.key.as_bytes())?
-            .require_client_certificates(ca.pem.as_bytes())?
-            .build()?,
-    ))
-}
-
-fn client(leaf: Option<&Leaf>, ca: &Ca) -> Result<ConnectOptions, LinkError> {
-    let mut builder = TlsClient::builder().trust_roots(ca.pem.as_bytes())?;
-    if let Some(leaf) = leaf {
-        builder = builder.client_certificate(leaf.cert.as_bytes(), leaf.key.as_bytes())?;
-    }
-    Ok(ConnectOptions::tls(builder.build()?))
-}
-
-/// A peer listening with mutual TLS; returns it and the address to dial.
-async fn listening(
-    ident: &str,
-    leaf: &Leaf,
-    ca: &Ca,
-) -> Result<(Messaging, String), Box<dyn std::error::Error + Send + Sync>> {
-    let peer = Messaging::builder(ident).start().await?;
-    let addr = peer
-        .listen_with("127.0.0.1:0", mutual_server(leaf, ca)?)
-        .await?
-        .to_string();
-    Ok((peer, addr))
-}
-
-fn leaf_names(info: &ConnInfo) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
-    let leaf = info
-        .peer_certificates
-        .first()
-        .ok_or("no peer certificate")?;
-    Ok(certificate_names(leaf)?.dns_names)
-}
 
 #[tokio::test]
 async fn mutual_tls_delivers_both_ways_and_shows_verified_certificates() -> TestResult {
     let p = pki()?;
-    let (alice, addr) = listening("alice", &p.alice, &p.ca).await?;
+    let (alice, addr) = listening("alice", "127.0.0.1:0", &p.alice, &p.ca).await?;
     let mut alice_events = alice.events();
     alice.send("bob", Message::new("to bob")).await?;
     let bob = Messaging::builder("bob")
@@ -148,7 +49,7 @@ async fn mutual_tls_delivers_both_ways_and_shows_verified_certificates() -> Test
 #[tokio::test]
 async fn identity_other_than_the_certificate_name_gets_nothing() -> TestResult {
     let p = pki()?;
-    let (alice, addr) = listening("alice", &p.alice, &p.ca).await?;
+    let (alice, addr) = listening("alice", "127.0.0.1:0", &p.alice, &p.ca).await?;
     let mut alice_events = alice.events();
     alice.send("bob", Message::new("for bob only")).await?;
 
@@ -211,7 +112,7 @@ async fn identity_other_than_the_certificate_name_gets_nothing() -> TestResult {
 async fn connector_binds_the_server_identity_too() -> TestResult {
     let p = pki()?;
     // "carol" listens with alice's certificate: valid for the address, not for "carol".
-    let (carol, addr) = listening("carol", &p.alice, &p.ca).await?;
+    let (carol, addr) = listening("carol", "127.0.0.1:0", &p.alice, &p.ca).await?;
     let bob = Messaging::builder("bob")
         .connect_with(&addr, client(Some(&p.bob), &p.ca)?)
         .start()
@@ -261,7 +162,7 @@ async fn binding_can_be_turned_off() -> TestResult {
 #[tokio::test]
 async fn missing_client_certificate_gets_nothing() -> TestResult {
     let p = pki()?;
-    let (alice, addr) = listening("alice", &p.alice, &p.ca).await?;
+    let (alice, addr) = listening("alice", "127.0.0.1:0", &p.alice, &p.ca).await?;
     let mut alice_events = alice.events();
     alice.send("bob", Message::new("for bob only")).await?;
     let bob = Messaging::builder("bob")
