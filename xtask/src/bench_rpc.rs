@@ -8,17 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::bench::{group_digits, json_number, last_json_line, median};
+use crate::bench::median;
 use crate::bench_store::target_row;
+use crate::rounds::{Key, Rounds};
 use crate::util;
-
-/// A harness run must finish within this, or it counts as failed.
-const RUN_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// One measured figure: (harness, what).
-type Key = (&'static str, &'static str);
 
 /// Runs the RPC rounds and returns the rendered table.
 pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
@@ -32,74 +26,31 @@ pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
     let calls = if quick { "2000" } else { "20000" };
     let python_calls = if quick { "500" } else { "3000" };
 
-    let mut results: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
-    let mut broken: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut measured = Rounds::new(true);
     for round in 1..=rounds {
-        let mut runs: Vec<(&'static str, Command, Vec<Key>)> = Vec::new();
+        let mut runs: Vec<(&'static str, Command, Vec<&'static str>)> = Vec::new();
         for harness in ["ours", "tarpc"] {
             let mut latency = Command::new(&rpc_bench);
             latency.args([harness, "latency", "--calls", calls]);
-            runs.push((
-                harness,
-                latency,
-                vec![(harness, "p50_us"), (harness, "p99_us")],
-            ));
+            runs.push((harness, latency, vec!["p50_us", "p99_us"]));
             let mut throughput = Command::new(&rpc_bench);
             throughput.args([harness, "throughput", "--calls", calls, "--in-flight", "64"]);
-            runs.push((harness, throughput, vec![(harness, "calls_per_sec")]));
+            runs.push((harness, throughput, vec!["calls_per_sec"]));
         }
         if let Some(python) = &python {
             let mut command = Command::new(python);
             command
                 .arg(root.join("bench").join("snakemq_py_rpc_bench.py"))
                 .arg(python_calls);
-            runs.push(("python", command, vec![("python", "calls_per_sec")]));
+            runs.push(("python", command, vec!["calls_per_sec"]));
         }
-        for (harness, mut command, keys) in runs {
-            if broken.contains_key(harness) {
-                continue;
-            }
-            eprint!("round {round}/{rounds}: {} ... ", util::describe(&command));
-            let outcome =
-                util::run_with_timeout(&mut command, RUN_TIMEOUT, false).and_then(|out| {
-                    let line = last_json_line(&out.stdout)
-                        .ok_or("no JSON line")?
-                        .to_string();
-                    keys.iter()
-                        .map(|key| {
-                            json_number(&line, key.1)
-                                .filter(|v| v.is_finite() && *v > 0.0)
-                                .map(|v| (*key, v))
-                                .ok_or_else(|| format!("no {} in `{line}`", key.1))
-                        })
-                        .collect::<Result<Vec<_>, String>>()
-                });
-            match outcome {
-                Ok(values) => {
-                    let shown: Vec<String> = values
-                        .iter()
-                        .map(|((_, what), v)| format!("{what} {}", group_digits(*v)))
-                        .collect();
-                    eprintln!("{}", shown.join(", "));
-                    for (key, value) in values {
-                        results.entry(key).or_default().push(value);
-                    }
-                }
-                Err(err) => {
-                    eprintln!("failed\n{err}");
-                    broken.insert(harness, err);
-                }
-            }
+        for (harness, command, fields) in runs {
+            measured.measure(round, rounds, harness, command, &fields);
         }
     }
 
-    let mut table = render(&results, rounds, quick);
-    for (harness, err) in &broken {
-        table.push_str(&format!(
-            "\nnote: {harness} left out:\n    {}\n",
-            err.replace('\n', "\n    ")
-        ));
-    }
+    let mut table = render(measured.results(), rounds, quick);
+    table.push_str(&measured.notes());
     Ok(table)
 }
 

@@ -13,17 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::bench::{group_digits, json_number, last_json_line, median};
+use crate::bench::{group_digits, median};
 use crate::bench_store::target_row;
+use crate::rounds::{Key, Rounds};
 use crate::util;
-
-/// A harness run must finish within this, or it counts as failed.
-const RUN_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// One measured figure: (mode, JSON key).
-type Key = (&'static str, &'static str);
 
 const MIB_PER_SEC: &str = "mib_per_sec";
 
@@ -51,8 +45,7 @@ pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
     let mib = if quick { "32" } else { "1024" };
     let connections = if quick { "100" } else { "500" };
 
-    let mut results: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
-    let mut broken: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut measured = Rounds::new(false);
     let memory_keys: Vec<&'static str> = MEMORY
         .iter()
         .flat_map(|(_, tcp, tls, extra)| [*tcp, *tls, *extra])
@@ -74,51 +67,13 @@ pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
         memory.args(["tls-idle-memory", "--connections", connections]);
         runs.push(("tls-idle-memory", memory, memory_keys.clone()));
 
-        for (mode, mut command, keys) in runs {
-            if broken.contains_key(mode) {
-                continue;
-            }
-            eprint!("round {round}/{rounds}: {} ... ", util::describe(&command));
-            let outcome =
-                util::run_with_timeout(&mut command, RUN_TIMEOUT, false).and_then(|out| {
-                    let line = last_json_line(&out.stdout)
-                        .ok_or("no JSON line")?
-                        .to_string();
-                    keys.iter()
-                        .map(|key| {
-                            json_number(&line, key)
-                                .filter(|v| v.is_finite())
-                                .map(|v| ((mode, *key), v))
-                                .ok_or_else(|| format!("no {key} in `{line}`"))
-                        })
-                        .collect::<Result<Vec<_>, String>>()
-                });
-            match outcome {
-                Ok(values) => {
-                    let shown: Vec<String> = values
-                        .iter()
-                        .map(|((_, what), v)| format!("{what} {}", group_digits(*v)))
-                        .collect();
-                    eprintln!("{}", shown.join(", "));
-                    for (key, value) in values {
-                        results.entry(key).or_default().push(value);
-                    }
-                }
-                Err(err) => {
-                    eprintln!("failed\n{err}");
-                    broken.insert(mode, err);
-                }
-            }
+        for (mode, command, fields) in runs {
+            measured.measure(round, rounds, mode, command, &fields);
         }
     }
 
-    let mut table = render(&results, rounds, quick, mib, connections);
-    for (mode, err) in &broken {
-        table.push_str(&format!(
-            "\nnote: {mode} left out:\n    {}\n",
-            err.replace('\n', "\n    ")
-        ));
-    }
+    let mut table = render(measured.results(), rounds, quick, mib, connections);
+    table.push_str(&measured.notes());
     Ok(table)
 }
 

@@ -22,6 +22,7 @@ mod ci;
 mod crash;
 mod fuzz;
 mod python;
+mod rounds;
 mod util;
 
 use std::process::ExitCode;
