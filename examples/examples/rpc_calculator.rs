@@ -47,17 +47,6 @@ impl Calculator for Calc {
     }
 }
 
-/// Hands every RPC message a peer receives to its `Rpc` (an application with messages of
-/// its own would route them with a `PrefixRouter` and `Rpc::route` instead).
-fn pump(messaging: &Messaging, rpc: &Rpc) {
-    let (mut events, rpc) = (messaging.events(), rpc.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            rpc.dispatch(&event);
-        }
-    });
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Messaging::builder("calc-server")
@@ -78,8 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
     let (lines_tx, mut lines) = mpsc::unbounded_channel();
     server_rpc.serve("calc", CalculatorServer::new(Calc { lines: lines_tx }));
-    pump(&server, &server_rpc);
-    pump(&client, &client_rpc);
+    server_rpc.spawn_dispatch(&server);
+    client_rpc.spawn_dispatch(&client);
 
     let calc = CalculatorClient::new(&client_rpc, "calc-server", "calc")
         .with_deadline(Duration::from_secs(10));

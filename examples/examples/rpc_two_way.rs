@@ -73,16 +73,6 @@ impl Ledger for Book {
     }
 }
 
-/// Hands every RPC message a peer receives to its `Rpc`.
-fn pump(messaging: &Messaging, rpc: &Rpc) {
-    let (mut events, rpc) = (messaging.events(), rpc.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            rpc.dispatch(&event);
-        }
-    });
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let alice = Messaging::builder("alice")
@@ -106,8 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         left: Notify::new(),
     });
     bob_rpc.serve("ledger", LedgerServer::from_arc(book.clone()));
-    pump(&alice, &alice_rpc);
-    pump(&bob, &bob_rpc);
+    alice_rpc.spawn_dispatch(&alice);
+    bob_rpc.spawn_dispatch(&bob);
 
     let ledger = LedgerClient::new(&alice_rpc, "bob", "ledger").with_deadline(deadline);
     let clock = ClockClient::new(&bob_rpc, "alice", "clock").with_deadline(deadline);

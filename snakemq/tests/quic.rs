@@ -169,16 +169,6 @@ mod rpc {
         }
     }
 
-    /// Hands every RPC message a peer receives to its `Rpc`.
-    fn pump(messaging: &Messaging, rpc: &Rpc) {
-        let (mut events, rpc) = (messaging.events(), rpc.clone());
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                rpc.dispatch(&event);
-            }
-        });
-    }
-
     #[tokio::test]
     async fn typed_rpc_runs_over_quic() -> TestResult {
         let p = pki()?;
@@ -189,8 +179,8 @@ mod rpc {
             .await?;
         let (alice_rpc, bob_rpc) = (Rpc::new(&alice)?, Rpc::new(&bob)?);
         alice_rpc.serve("greeter", GreeterServer::new(Polite));
-        pump(&alice, &alice_rpc);
-        pump(&bob, &bob_rpc);
+        alice_rpc.spawn_dispatch(&alice);
+        bob_rpc.spawn_dispatch(&bob);
 
         let greeter = GreeterClient::new(&bob_rpc, "alice", "greeter").with_deadline(GUARD);
         assert_eq!(greeter.greet("bob".into()).await?, "hello bob");

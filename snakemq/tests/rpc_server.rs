@@ -55,17 +55,6 @@ impl Work for Worker {
     }
 }
 
-/// Hands every event of a peer to its Rpc.
-fn pump(messaging: &Messaging, rpc: &Rpc) {
-    let mut events = messaging.events();
-    let rpc = rpc.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            rpc.dispatch(&event);
-        }
-    });
-}
-
 /// A server ("server") on `endpoint` and clients with the given names.
 async fn setup(
     endpoint: &str,
@@ -77,12 +66,12 @@ async fn setup(
         .start()
         .await?;
     let server_rpc = Rpc::with_config(&server, config)?;
-    pump(&server, &server_rpc);
+    server_rpc.spawn_dispatch(&server);
     let mut out = Vec::new();
     for name in clients {
         let client = Messaging::builder(*name).connect(endpoint).start().await?;
         let rpc = Rpc::new(&client)?;
-        pump(&client, &rpc);
+        rpc.spawn_dispatch(&client);
         out.push((client, rpc));
     }
     Ok((server, server_rpc, out))

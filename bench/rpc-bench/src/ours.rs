@@ -25,16 +25,6 @@ impl Echo for Echoer {
     }
 }
 
-/// Hands every RPC message a peer receives to its `Rpc`.
-fn pump(messaging: &Messaging, rpc: &Rpc) {
-    let (mut events, rpc) = (messaging.events(), rpc.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            rpc.dispatch(&event);
-        }
-    });
-}
-
 /// Starts both peers, measures, shuts them down.
 pub(crate) async fn run(args: &Args) -> Result<Summary, BoxError> {
     let server = Messaging::builder("rpc-bench-server")
@@ -52,8 +42,8 @@ pub(crate) async fn run(args: &Args) -> Result<Summary, BoxError> {
         .await?;
     let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
     server_rpc.serve("echo", EchoServer::new(Echoer));
-    pump(&server, &server_rpc);
-    pump(&client, &client_rpc);
+    server_rpc.spawn_dispatch(&server);
+    client_rpc.spawn_dispatch(&client);
     let echo = EchoClient::new(&client_rpc, "rpc-bench-server", "echo")
         .with_deadline(Duration::from_secs(30));
 

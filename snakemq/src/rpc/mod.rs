@@ -31,14 +31,8 @@
 //! let (bob_rpc, alice_rpc) = (Rpc::new(&bob)?, Rpc::new(&alice)?);
 //! bob_rpc.serve("calc", CalculatorServer::new(Calc));
 //! // Each peer's event loop hands received messages to its Rpc.
-//! for (messaging, rpc) in [(&bob, &bob_rpc), (&alice, &alice_rpc)] {
-//!     let (mut events, rpc) = (messaging.events(), rpc.clone());
-//!     tokio::spawn(async move {
-//!         while let Some(event) = events.next().await {
-//!             rpc.dispatch(&event);
-//!         }
-//!     });
-//! }
+//! bob_rpc.spawn_dispatch(&bob);
+//! alice_rpc.spawn_dispatch(&alice);
 //! let calc = CalculatorClient::new(&alice_rpc, "bob", "calc").with_deadline(Duration::from_secs(5));
 //! assert_eq!(calc.add(2, 3).await?, 5);
 //! assert_eq!(calc.div(1.0, 0.0).await?, Err("division by zero".to_owned()));
@@ -363,6 +357,19 @@ impl Rpc {
             signal_ttl: None,
             persistent_signals: false,
         }
+    }
+
+    /// Starts a task that hands every event of `messaging` to [`Rpc::dispatch`] until the
+    /// event stream ends: the whole event loop of a peer that uses its messaging for RPC
+    /// only. A peer with messages of its own reads its events itself and dispatches them
+    /// (or routes them with [`Rpc::route`]).
+    pub fn spawn_dispatch(&self, messaging: &Messaging) -> tokio::task::JoinHandle<()> {
+        let (mut events, rpc) = (messaging.events(), self.clone());
+        self.inner.runtime.spawn(async move {
+            while let Some(event) = events.next().await {
+                rpc.dispatch(&event);
+            }
+        })
     }
 
     /// Handles an event if it is an RPC message; returns whether it was one.
