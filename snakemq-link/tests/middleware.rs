@@ -122,11 +122,15 @@ fn rate_error(what: &str, bytes: u64, elapsed: Duration, rate: u64) -> f64 {
     error
 }
 
-#[tokio::test(start_paused = true)]
-async fn per_connection_rate_holds_within_ten_percent() -> TestResult {
-    let config = LinkConfig::default().middleware(ThrottleLayer::per_connection(RATE));
-    let (_server, _client, mut pairs) =
-        connect("mw-rate-one", config, LinkConfig::default(), 1).await?;
+/// Sends 400 KB from the server to the client of one connection (`server` and `client` are
+/// their link settings) and checks that it took `RATE` within the tolerance.
+async fn one_connection_holds_the_rate(
+    name: &str,
+    what: &str,
+    server: LinkConfig,
+    client: LinkConfig,
+) -> TestResult {
+    let (_server, _client, mut pairs) = connect(name, server, client, 1).await?;
     let (s, c) = pairs.pop().ok_or("no connection")?;
     let (_, _, writer) = s.into_parts();
     let (_, reader, _) = c.into_parts();
@@ -136,9 +140,21 @@ async fn per_connection_rate_holds_within_ten_percent() -> TestResult {
     let sender = send_all(writer, packets.clone());
     let done = receive_all(reader, packets).await?;
     sender.await?;
-    let error = rate_error("per connection", wire, done - start, RATE);
+    let error = rate_error(what, wire, done - start, RATE);
     assert!(error < TOLERANCE, "rate off by {:.1}%", error * 100.0);
     Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_connection_rate_holds_within_ten_percent() -> TestResult {
+    let config = LinkConfig::default().middleware(ThrottleLayer::per_connection(RATE));
+    one_connection_holds_the_rate(
+        "mw-rate-one",
+        "per connection",
+        config,
+        LinkConfig::default(),
+    )
+    .await
 }
 
 #[tokio::test(start_paused = true)]
@@ -177,20 +193,7 @@ async fn shared_budget_holds_across_two_connections() -> TestResult {
 async fn read_throttle_rate_holds_within_ten_percent() -> TestResult {
     let config = LinkConfig::default()
         .middleware(ThrottleLayer::per_connection(RATE).direction(ThrottleDirection::Read));
-    let (_server, _client, mut pairs) =
-        connect("mw-rate-read", LinkConfig::default(), config, 1).await?;
-    let (s, c) = pairs.pop().ok_or("no connection")?;
-    let (_, _, writer) = s.into_parts();
-    let (_, reader, _) = c.into_parts();
-    let packets = workload(400_000);
-    let wire = wire_bytes(&packets);
-    let start = Instant::now();
-    let sender = send_all(writer, packets.clone());
-    let done = receive_all(reader, packets).await?;
-    sender.await?;
-    let error = rate_error("reads", wire, done - start, RATE);
-    assert!(error < TOLERANCE, "rate off by {:.1}%", error * 100.0);
-    Ok(())
+    one_connection_holds_the_rate("mw-rate-read", "reads", LinkConfig::default(), config).await
 }
 
 #[tokio::test]
