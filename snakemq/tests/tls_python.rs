@@ -65,6 +65,28 @@ fn python_peer(ident: &str, ssl_args: &[String]) -> python::PeerBuilder {
     )
 }
 
+/// "rust" listening with `server`, and a Python peer "py" (with `ssl_args`) connecting to
+/// it to send one message: the Rust peer, its events and the Python peer.
+async fn python_connects_to(
+    server: TlsServer,
+    ssl_args: &[String],
+) -> Result<(Messaging, Events, PythonPeer), Box<dyn std::error::Error + Send + Sync>> {
+    let rust = Messaging::builder("rust").start().await?;
+    let bound = rust
+        .listen_with("127.0.0.1:0", ListenOptions::tls(server))
+        .await?;
+    let events = rust.events();
+    let py = python_peer("py", ssl_args)
+        .connect(&bound)
+        .reconnect_interval(Duration::from_millis(200))
+        .send_to("rust")
+        .message(&python_sends())
+        .expect(1)
+        .spawn()
+        .await?;
+    Ok((rust, events, py))
+}
+
 async fn wait_for<T>(
     events: &mut Events,
     what: &str,
@@ -128,23 +150,10 @@ async fn rust_listens_and_verifies_a_python_client_certificate() -> TestResult {
     let server = TlsServer::builder(rust_leaf.cert.as_bytes(), rust_leaf.key.as_bytes())?
         .require_client_certificates(ca.pem.as_bytes())?
         .build()?;
-    let rust = Messaging::builder("rust").start().await?;
-    let bound = rust
-        .listen_with("127.0.0.1:0", ListenOptions::tls(server))
-        .await?;
-    let mut events = rust.events();
-
     // Python verifies the Rust server against the CA and presents its own certificate.
     let mut args = files.leaf_args("py", &ca.leaf(&["py"])?)?;
     args.extend(["--ssl-ca".to_owned(), files.write("ca.crt", &ca.pem)?]);
-    let mut py = python_peer("py", &args)
-        .connect(&bound)
-        .reconnect_interval(Duration::from_millis(200))
-        .send_to("rust")
-        .message(&python_sends())
-        .expect(1)
-        .spawn()
-        .await?;
+    let (rust, mut events, mut py) = python_connects_to(server, &args).await?;
 
     let info = connected_py(&mut events).await?;
     let leaf = info
@@ -163,21 +172,8 @@ async fn rust_listens_for_a_python_client_with_default_ssl_settings() -> TestRes
     let rust_leaf = ca.leaf(&["rust", "127.0.0.1"])?;
     let server =
         TlsServer::builder(rust_leaf.cert.as_bytes(), rust_leaf.key.as_bytes())?.build()?;
-    let rust = Messaging::builder("rust").start().await?;
-    let bound = rust
-        .listen_with("127.0.0.1:0", ListenOptions::tls(server))
-        .await?;
-    let mut events = rust.events();
-
     // snakeMQ's defaults: no client certificate, CERT_NONE.
-    let mut py = python_peer("py", &[])
-        .connect(&bound)
-        .reconnect_interval(Duration::from_millis(200))
-        .send_to("rust")
-        .message(&python_sends())
-        .expect(1)
-        .spawn()
-        .await?;
+    let (rust, mut events, mut py) = python_connects_to(server, &[]).await?;
 
     let info = connected_py(&mut events).await?;
     assert!(!info.peer_verified(), "no client certificate was asked for");
