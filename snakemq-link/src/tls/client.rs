@@ -8,6 +8,7 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use super::read_ahead::ReadAhead;
 use super::{
     TlsVersion, certificates_from_pem, chain_of, config_error, handshake_error, into_byte_stream,
     key_from_pem, protocol_versions, provider, read_file, roots_from_pem, version_name,
@@ -168,7 +169,7 @@ impl TlsClient {
             read,
             write,
         } = stream;
-        let io = tokio::io::join(read, write);
+        let io = tokio::io::join(ReadAhead::new(read), write);
         let tls = tokio_rustls::TlsConnector::from(self.config.clone())
             .connect(name, io)
             .await

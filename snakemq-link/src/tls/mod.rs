@@ -78,6 +78,7 @@
 
 mod client;
 pub mod names;
+mod read_ahead;
 mod server;
 
 use std::io;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
+use super::read_ahead::ReadAhead;
 use super::{
     TlsVersion, certificates_from_pem, chain_of, config_error, handshake_error, into_byte_stream,
     key_from_pem, protocol_versions, provider, read_file, roots_from_pem, version_name,
@@ -107,7 +108,7 @@ impl TlsServer {
             read,
             write,
         } = stream;
-        let io = tokio::io::join(read, write);
+        let io = tokio::io::join(ReadAhead::new(read), write);
         let tls = tokio_rustls::TlsAcceptor::from(self.config.clone())
             .accept(io)
             .await
