@@ -94,6 +94,21 @@ pub struct ConnInfo {
     /// chain is only ever shown here once it was verified, so a non-empty list means an
     /// authenticated peer (see [`ConnInfo::peer_verified`]).
     pub peer_certificates: Vec<Bytes>,
+    /// What the TLS handshake settled on; `None` for plain transports.
+    pub tls: Option<TlsSessionInfo>,
+}
+
+/// The outcome of a connection's TLS handshake (feature `tls`), for logs and audits: which
+/// protocol version and cipher suite protect the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsSessionInfo {
+    /// The protocol version as rustls names it: `"TLSv1_3"` or `"TLSv1_2"` (QUIC always
+    /// runs TLS 1.3).
+    pub version: String,
+    /// The cipher suite as rustls names it (`"TLS13_AES_256_GCM_SHA384"`); `None` where the
+    /// transport does not report it (QUIC: quinn keeps its TLS session to itself).
+    pub cipher_suite: Option<String>,
 }
 
 impl ConnInfo {
@@ -108,6 +123,7 @@ impl ConnInfo {
             transport,
             direction,
             peer_certificates: Vec::new(),
+            tls: None,
         }
     }
 

@@ -407,6 +407,7 @@ fn tcp_parts(stream: TcpStream) -> Result<ByteStream, LinkError> {
         transport: TransportKind::Tcp,
         direction: Direction::Inbound,
         peer_certificates: Vec::new(),
+        tls: None,
     };
     Ok(ByteStream::new(info, Box::new(read), Box::new(write)))
 }
@@ -421,6 +422,7 @@ fn memory_parts(stream: tokio::io::DuplexStream, remote: String) -> ByteStream {
         transport: TransportKind::Memory,
         direction: Direction::Inbound,
         peer_certificates: Vec::new(),
+        tls: None,
     };
     ByteStream::new(info, Box::new(read), Box::new(write))
 }

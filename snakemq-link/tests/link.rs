@@ -173,6 +173,10 @@ async fn tcp_ipv4_carries_packets_both_ways() -> TestResult {
     let server_info = p.accepted.info().clone();
     let client_info = p.connected.info().clone();
     assert_eq!(server_info.transport, TransportKind::Tcp);
+    assert_eq!(
+        server_info.tls, None,
+        "a plain connection has no TLS session"
+    );
     assert_eq!(server_info.direction, Direction::Inbound);
     assert_eq!(client_info.direction, Direction::Outbound);
     assert_eq!(client_info.remote_addr, Some(bound));

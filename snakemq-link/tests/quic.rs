@@ -255,6 +255,10 @@ async fn quic_carries_packets_both_ways() -> TestResult {
     // The client saw the server's certificate; the server asked for none.
     assert_eq!(peer_names(client)?, ["localhost"]);
     assert!(server.peer_certificates.is_empty());
+    for info in [server, client] {
+        let version = info.tls.as_ref().map(|tls| tls.version.as_str());
+        assert_eq!(version, Some("TLSv1_3"), "{info:?}");
+    }
 
     exchange(&mut p.accepted, &mut p.connected, 20).await
 }

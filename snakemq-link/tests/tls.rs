@@ -403,6 +403,17 @@ async fn tls12_only_and_tls13_only_configurations_connect() -> TestResult {
         let (s, c) = handshake(&server, &client_with_cert(&p.bob, &p.ca)?).await?;
         let (s, c) = (s?, c?);
         assert!(s.info.peer_verified() && c.info.peer_verified(), "{only:?}");
+        // Both ends report the version they were limited to, and a suite of it.
+        let want = match only {
+            TlsVersion::Tls12 => ("TLSv1_2", "TLS_ECDHE_"),
+            _ => ("TLSv1_3", "TLS13_"),
+        };
+        for info in [&s.info, &c.info] {
+            let session = info.tls.as_ref().ok_or("no TLS session info")?;
+            assert_eq!(session.version, want.0, "{session:?}");
+            let suite = session.cipher_suite.as_deref().unwrap_or_default();
+            assert!(suite.starts_with(want.1), "{session:?}");
+        }
 
         // The restriction is real: a client limited to the other version cannot connect.
         let other = match only {

@@ -28,7 +28,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWrite;
 
 use self::socket::ClosableUdpSocket;
-use crate::connection::{ConnId, ConnInfo, Direction, TransportKind};
+use crate::connection::{ConnId, ConnInfo, Direction, TlsSessionInfo, TransportKind};
 use crate::stream::ByteStream;
 use crate::tls::{TlsClient, TlsServer};
 use crate::{Endpoint, LinkError};
@@ -350,6 +350,10 @@ fn byte_stream(
         transport: TransportKind::Quic,
         direction,
         peer_certificates,
+        tls: Some(TlsSessionInfo {
+            version: format!("{:?}", rustls::ProtocolVersion::TLSv1_3),
+            cipher_suite: None,
+        }),
     };
     // The streams keep the connection alive; when both are gone it closes.
     ByteStream::new(info, Box::new(recv), Box::new(QuicWrite::new(send)))

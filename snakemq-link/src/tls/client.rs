@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use super::read_ahead::ReadAhead;
 use super::{
     TlsVersion, certificates_from_pem, chain_of, config_error, handshake_error, into_byte_stream,
-    key_from_pem, protocol_versions, provider, read_file, roots_from_pem, version_name,
+    key_from_pem, protocol_versions, provider, read_file, roots_from_pem, session_info,
 };
 use crate::stream::ByteStream;
 use crate::{Endpoint, LinkError};
@@ -175,6 +175,7 @@ impl TlsClient {
             .await
             .map_err(|e| handshake_error(&info.remote, e))?;
         let (_, session) = tls.get_ref();
+        info.tls = Some(session_info(session));
         if self.verifies_server {
             info.peer_certificates = chain_of(session.peer_certificates());
         } else {
@@ -186,7 +187,7 @@ impl TlsClient {
         }
         tracing::debug!(
             conn = %info.id,
-            version = %version_name(session.protocol_version()),
+            tls = ?info.tls,
             "TLS handshake done (client)"
         );
         Ok(into_byte_stream(info, tls))

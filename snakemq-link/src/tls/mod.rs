@@ -242,6 +242,16 @@ where
     ByteStream::new(info, Box::new(read), Box::new(write))
 }
 
+/// What a finished handshake settled on, for [`ConnInfo::tls`](crate::ConnInfo::tls).
+fn session_info(session: &rustls::CommonState) -> crate::TlsSessionInfo {
+    crate::TlsSessionInfo {
+        version: version_name(session.protocol_version()),
+        cipher_suite: session
+            .negotiated_cipher_suite()
+            .map(|suite| format!("{:?}", suite.suite())),
+    }
+}
+
 fn version_name(version: Option<rustls::ProtocolVersion>) -> String {
     match version {
         Some(v) => format!("{v:?}"),

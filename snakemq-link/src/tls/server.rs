@@ -10,7 +10,7 @@ use rustls::server::WebPkiClientVerifier;
 use super::read_ahead::ReadAhead;
 use super::{
     TlsVersion, certificates_from_pem, chain_of, config_error, handshake_error, into_byte_stream,
-    key_from_pem, protocol_versions, provider, read_file, roots_from_pem, version_name,
+    key_from_pem, protocol_versions, provider, read_file, roots_from_pem, session_info,
 };
 use crate::LinkError;
 use crate::stream::ByteStream;
@@ -114,10 +114,11 @@ impl TlsServer {
             .await
             .map_err(|e| handshake_error(&info.remote, e))?;
         let (_, session) = tls.get_ref();
+        info.tls = Some(session_info(session));
         info.peer_certificates = chain_of(session.peer_certificates());
         tracing::debug!(
             conn = %info.id,
-            version = %version_name(session.protocol_version()),
+            tls = ?info.tls,
             client_certificate = info.peer_verified(),
             "TLS handshake done (server)"
         );
