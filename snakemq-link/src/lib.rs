@@ -57,6 +57,7 @@ mod backoff;
 mod connection;
 mod endpoint;
 mod error;
+mod event;
 mod link;
 mod memory;
 pub mod middleware;
@@ -75,7 +76,8 @@ pub use connection::{
 };
 pub use endpoint::Endpoint;
 pub use error::{LinkError, TlsFailure};
-pub use link::{ConnectorId, Incoming, Link, LinkConfig, ListenerId};
+pub use event::{EstablishFailure, Incoming, LinkEvent};
+pub use link::{ConnectorId, Link, LinkConfig, ListenerId};
 pub use options::{ConnectOptions, ListenOptions};
 pub use packet::{DEFAULT_MAX_PACKET_SIZE, PacketDecoder};
 pub use stream::{ByteStream, Passthrough};
