@@ -265,3 +265,18 @@ pub(crate) fn store_error(path: &Path, error: &StorageError) -> CliError {
         _ => format!("{}: {error}", path.display()).into(),
     }
 }
+
+/// Logs a connection that could not be established: a refused TLS handshake and the first
+/// failure of a connector as warnings, a connector's further retries (every backoff step
+/// while a peer is away) only with `-v`.
+pub(crate) fn log_connection_failure(
+    event: &snakemq::Event,
+    failure: &snakemq::link::EstablishFailure,
+) {
+    let tls = matches!(failure.error, snakemq::link::LinkError::TlsHandshake { .. });
+    if tls || failure.attempt <= 1 {
+        tracing::warn!("{event}");
+    } else {
+        tracing::debug!("{event}");
+    }
+}

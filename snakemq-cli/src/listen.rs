@@ -52,6 +52,9 @@ pub(crate) async fn run(args: ListenArgs) -> Result<ExitCode, CliError> {
             Event::Connected { .. } | Event::Disconnected { .. } => {
                 tracing::info!("{event}");
             }
+            Event::ConnectionFailed { ref failure } => {
+                crate::common::log_connection_failure(&event, failure);
+            }
             Event::Error { .. } => tracing::warn!("{event}"),
             _ => tracing::debug!("{event}"),
         }

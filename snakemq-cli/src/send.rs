@@ -259,6 +259,9 @@ fn track(
 
 fn log_event(event: &Event) {
     match event {
+        Event::ConnectionFailed { failure } => {
+            crate::common::log_connection_failure(event, failure)
+        }
         Event::Error { .. } => tracing::warn!("{event}"),
         _ => tracing::info!("{event}"),
     }

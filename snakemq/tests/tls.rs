@@ -183,6 +183,9 @@ async fn missing_client_certificate_gets_nothing() -> TestResult {
         error.contains("Certificate") || error.contains("certificate"),
         "{error}"
     );
+    // alice's side refused the handshake and says why.
+    let refusal = wait_for(&mut alice_events, "alice's refusal", tls_refusal).await?;
+    assert_eq!(refusal, (Direction::Inbound, TlsFailure::NoCertificate));
     bob.shutdown().await;
     let at_alice = drain(&mut alice_events);
     assert!(
@@ -227,7 +230,9 @@ async fn untrusted_server_gets_no_connection_and_no_message() -> TestResult {
         }) => {}
         other => return Err(format!("expected bob to refuse the server, got {other:?}").into()),
     }
-    // Bob refused in the handshake: no connection ever reached messaging.
+    // Bob refused in the handshake and reports why; no connection ever reached messaging.
+    let refusal = wait_for(&mut bob_events, "bob's refusal", tls_refusal).await?;
+    assert_eq!(refusal, (Direction::Outbound, TlsFailure::UnknownIssuer));
     let seen = drain(&mut bob_events);
     assert!(
         !seen.iter().any(|e| matches!(e, Event::Connected { .. })),
@@ -236,4 +241,17 @@ async fn untrusted_server_gets_no_connection_and_no_message() -> TestResult {
     assert_eq!(bob.queue_stats("alice")?.messages, 1);
     bob.shutdown().await;
     Ok(())
+}
+
+/// A `ConnectionFailed` event for a refused TLS handshake: its direction and reason.
+fn tls_refusal(event: &Event) -> Option<(Direction, TlsFailure)> {
+    match event {
+        Event::ConnectionFailed { failure } => match &failure.error {
+            LinkError::TlsHandshake {
+                failure: reason, ..
+            } => Some((failure.direction, reason.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use snakemq_link::ConnInfo;
+use snakemq_link::{ConnInfo, Direction, EstablishFailure};
 
 use super::message::{ReceivedMessage, uuid_hex};
 use crate::proto::Uuid;
@@ -76,6 +76,18 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// A connection could not be established: a connect that failed (while a peer is away
+    /// this comes at every retry of its connector, with the attempt count), a TLS handshake
+    /// refused on either side ([`snakemq_link::LinkError::TlsHandshake`] names the reason), a
+    /// middleware layer that refused it, or the establish timeout. Connectors keep retrying
+    /// with backoff.
+    ///
+    /// Reported without waiting for room in the event queue: when the application is
+    /// behind, such reports are dropped rather than holding up the listeners.
+    ConnectionFailed {
+        /// Who, which connector, how often, and why.
+        failure: Arc<EstablishFailure>,
+    },
     /// A connection failed or was closed for a reason worth reporting (protocol violation,
     /// keepalive timeout, duplicate identity, transport error).
     Error {
@@ -107,6 +119,18 @@ impl fmt::Display for Event {
             Event::Dropped { to, uuid, reason } => {
                 write!(f, "dropped {} for {to}: {reason}", uuid_hex(uuid))
             }
+            Event::ConnectionFailed { failure } => match failure.direction {
+                Direction::Outbound => write!(
+                    f,
+                    "could not connect to {} (attempt {}): {}",
+                    failure.remote, failure.attempt, failure.error
+                ),
+                Direction::Inbound => write!(
+                    f,
+                    "refused a connection from {}: {}",
+                    failure.remote, failure.error
+                ),
+            },
             Event::Error { conn, peer, error } => {
                 write!(f, "error")?;
                 if let Some(peer) = peer {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
 use snakemq_link::{
-    ConnectOptions, ConnectorId, Endpoint, Incoming, Link, ListenOptions, ListenerId,
+    ConnectOptions, ConnectorId, Endpoint, Incoming, Link, LinkEvent, ListenOptions, ListenerId,
 };
 use snakemq_storage::{Expiry, PeerStats, Record};
 use tokio::sync::mpsc;
@@ -171,10 +171,14 @@ async fn accept_loop(shared: Arc<Shared>, mut incoming: Incoming, stopped: Cance
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
-            conn = incoming.next() => match conn {
-                Some(conn) => {
+            event = incoming.next_event() => match event {
+                Some(LinkEvent::Connected(conn)) => {
                     shared.tasks.spawn(driver::drive(shared.clone(), conn));
                 }
+                Some(LinkEvent::Failed(failure)) => shared.report_now(Event::ConnectionFailed {
+                    failure: Arc::new(failure),
+                }),
+                Some(_) => {}
                 None => break,
             },
         }

@@ -269,6 +269,20 @@ impl Shared {
         }
     }
 
+    /// Reports an event without waiting: dropped when the event queue is full (or nobody
+    /// has asked for events), for reports that must never hold up their reporter.
+    pub(crate) fn report_now(&self, event: Event) {
+        if self.subscribed.load(Ordering::Acquire) {
+            let batch = EventBatch {
+                events: vec![event],
+                receipt: None,
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.events_tx.try_send(batch) {
+                tracing::debug!("event queue full, a report was dropped");
+            }
+        }
+    }
+
     /// Queues a batch of events for the application, waiting for room unless messaging is
     /// shutting down. Returns false when the batch could not be queued.
     pub(crate) async fn emit(&self, events: EventBatch) -> bool {
