@@ -117,9 +117,9 @@ async fn a_refused_tls_handshake_is_reported_on_both_sides() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_refused_quic_handshake_is_reported() -> TestResult {
+async fn a_refused_quic_handshake_is_reported_on_both_sides_typed_as_tls() -> TestResult {
     let (server_tls, client_tls) = untrusted_pair()?;
-    let (server, _accepted) = Link::new(config());
+    let (server, mut accepted) = Link::new(config());
     let (_, bound) = server
         .listen_with(
             &"quic://127.0.0.1:0".parse()?,
@@ -132,9 +132,13 @@ async fn a_refused_quic_handshake_is_reported() -> TestResult {
     let failure = next_failure(&mut connected, "the QUIC client's failure").await?;
     assert_eq!(failure.direction, Direction::Outbound);
     assert_eq!(failure.connector, Some(id));
-    // quinn reports the refusal as its connection error, with rustls's reason as text.
-    let text = failure.error.to_string();
-    assert!(text.contains("UnknownIssuer"), "{text}");
+    assert_eq!(tls_failure(&failure), Some(&TlsFailure::UnknownIssuer));
+    let failure = next_failure(&mut accepted, "the QUIC server's failure").await?;
+    assert_eq!(failure.direction, Direction::Inbound);
+    assert!(
+        matches!(tls_failure(&failure), Some(TlsFailure::PeerAlert(alert)) if alert == "UnknownCA"),
+        "{failure:?}"
+    );
     client.close().await;
     server.close().await;
     Ok(())

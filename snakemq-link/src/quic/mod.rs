@@ -11,6 +11,7 @@
 //!
 //! All connections of a listener share its UDP socket: removing the listener closes them.
 
+mod handshake;
 mod socket;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWrite;
 
+use self::handshake::handshake_error;
 use self::socket::ClosableUdpSocket;
 use crate::connection::{ConnId, ConnInfo, Direction, TlsSessionInfo, TransportKind};
 use crate::stream::ByteStream;
@@ -232,12 +234,16 @@ pub(crate) async fn accept(
     incoming: quinn::Incoming,
     local_addr: SocketAddr,
 ) -> Result<ByteStream, LinkError> {
+    let remote = incoming.remote_address().to_string();
     let connection = incoming
         .accept()
         .map_err(io::Error::from)?
         .await
-        .map_err(io::Error::from)?;
-    let (send, recv) = connection.accept_bi().await.map_err(io::Error::from)?;
+        .map_err(|error| handshake_error(&remote, error))?;
+    let (send, recv) = connection
+        .accept_bi()
+        .await
+        .map_err(|error| handshake_error(&remote, error))?;
     Ok(byte_stream(
         &connection,
         local_addr,
@@ -275,15 +281,33 @@ pub(crate) async fn connect(
             name.to_str().into_owned(),
         ));
     }
-    let mut failure = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    let mut failure = Attempt::Io(io::Error::new(
+        io::ErrorKind::NotFound,
+        "the host has no address",
+    ));
     while let Some(attempt) = attempts.join_next().await {
         match attempt {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(error)) => failure = error,
-            Err(error) => failure = io::Error::other(error),
+            Err(error) => failure = Attempt::Io(io::Error::other(error)),
         }
     }
-    Err(connect_error(failure))
+    Err(match failure {
+        Attempt::Io(source) => connect_error(source),
+        Attempt::Handshake(error) => handshake_error(&endpoint.to_string(), error),
+    })
+}
+
+/// How one connection attempt failed: before QUIC's handshake could run, or in it.
+enum Attempt {
+    Io(io::Error),
+    Handshake(quinn::ConnectionError),
+}
+
+impl From<io::Error> for Attempt {
+    fn from(error: io::Error) -> Self {
+        Attempt::Io(error)
+    }
 }
 
 /// One connection attempt to `remote`, from a UDP socket of its own.
@@ -291,7 +315,7 @@ async fn connect_to(
     remote: SocketAddr,
     config: quinn::ClientConfig,
     name: String,
-) -> io::Result<ByteStream> {
+) -> Result<ByteStream, Attempt> {
     let bind: SocketAddr = if remote.is_ipv6() {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -309,8 +333,9 @@ async fn connect_to(
     let connection = quic
         .connect_with(config, remote, &name)
         .map_err(io::Error::other)?
-        .await?;
-    let (send, recv) = connection.open_bi().await?;
+        .await
+        .map_err(Attempt::Handshake)?;
+    let (send, recv) = connection.open_bi().await.map_err(Attempt::Handshake)?;
     Ok(byte_stream(
         &connection,
         local_addr,
