@@ -38,6 +38,8 @@ const DIRECT_PAYLOAD: usize = 64 * 1024;
 const LEGACY_FIRST_SEND_DELAY: Duration = Duration::from_millis(150);
 /// Longest wait for the writer to flush when a connection ends.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(5);
+/// Where the connection's timer rests while the protocol has no deadline.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Runs one connection to its end.
 pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
@@ -138,6 +140,13 @@ impl Driver {
         // What `reader` had read when the protocol last heard of it (keepalive).
         let mut bytes_seen = reader.bytes_received();
         self.flush().await?;
+        // One timer for the connection's life, moved only when the protocol's deadline
+        // comes earlier than the one armed: the keepalive deadline moves later with every
+        // packet, and a new timer per turn cost two timer-wheel operations per turn. A
+        // timer that fires before the current deadline finds nothing due and is re-armed.
+        let timer = tokio::time::sleep_until(Instant::now() + NEVER);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = match (
                 self.proto.poll_timeout().map(Instant::from_std),
@@ -146,6 +155,10 @@ impl Driver {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if let Some(deadline) = deadline.filter(|d| armed.is_none_or(|a| *d < a)) {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
             let wake = self.wake.clone();
             // Acknowledgements ride with the next outgoing data. When nothing else is ready,
             // the tasks that are ready get one turn first (the application answering a
@@ -198,9 +211,10 @@ impl Driver {
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
                     // syscall (and one read and one ack at the peer) per message.
-                    tokio::task::yield_now().await;
+                    yield_to_ready().await;
                 }
-                _ = sleep_until(deadline), if deadline.is_some() && !acks_waiting => {
+                () = &mut timer, if armed.is_some() && !acks_waiting => {
+                    armed = None;
                     let now = now();
                     // Part of a packet arrived since the last look: the peer is alive.
                     let received = reader.bytes_received();
@@ -213,8 +227,13 @@ impl Driver {
                         self.hold_until = None;
                     }
                 }
-                // (The timer above is not armed meanwhile: this branch is ready after one
+                // (The timer above is not polled meanwhile: this branch is ready after one
                 // round, and arming an earlier timer costs a wake-up syscall.)
+                //
+                // Tokio's own yield here, not `yield_to_ready`: it waits until the run queue
+                // is empty, and only then does a current-thread runtime poll its
+                // `block_on` future, often the caller that is about to send the next
+                // request (which the acks then ride with).
                 () = tokio::task::yield_now(), if acks_waiting => acks_now = true,
             }
             self.process_events().await?;
@@ -320,9 +339,23 @@ impl Driver {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// Lets the tasks that are ready now run before this one goes on: the task wakes itself
+/// and returns `Pending` once, which puts it at the back of the runtime's run queue.
+///
+/// Not `tokio::task::yield_now`: that one holds the wake-up back until the runtime has
+/// run out of ready tasks and polled the I/O driver, which costs a non-blocking
+/// `epoll_wait` per yield. The tasks this driver waits for after a wake-up (senders woken
+/// by a group commit, a handler queuing its reply) are already in the run queue; the I/O
+/// driver's turn comes when it empties.
+async fn yield_to_ready() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
