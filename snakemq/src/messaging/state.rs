@@ -223,6 +223,8 @@ pub(crate) struct Shared {
     pub(crate) max_packet_size: u32,
     /// The storage writer, when a durable store is configured.
     pub(crate) persister: Option<super::persist::Persister>,
+    /// Takes received messages before the event stream (see `tap.rs`).
+    pub(crate) tap: std::sync::OnceLock<Arc<dyn super::tap::Tap>>,
 }
 
 /// Whether a record was (or will be) committed to the durable store.

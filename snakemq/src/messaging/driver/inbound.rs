@@ -71,6 +71,9 @@ impl Driver {
         }
         self.peer = Some(peer.clone());
         self.acks = acks;
+        if let Some(tap) = self.shared.tap.get() {
+            tap.connected(&peer);
+        }
         if !acks {
             self.hold_until = Some(Instant::now() + LEGACY_FIRST_SEND_DELAY);
         }
@@ -125,48 +128,57 @@ impl Driver {
         } else {
             vec![true; frames.len()]
         };
+        // Counted before the hand-over, so the application never sees a message that the
+        // counters do not include yet.
+        let fresh_count = fresh.iter().filter(|f| **f).count();
         let counters = &self.shared.counters;
-        let mut events = Vec::with_capacity(frames.len());
-        let mut ids = Vec::with_capacity(frames.len());
-        for (frame, fresh) in frames.into_iter().zip(fresh) {
-            ids.push(frame.uuid);
-            if fresh {
-                events.push(Event::Received {
-                    from: peer.clone(),
-                    message: ReceivedMessage::from_wire(frame),
-                });
-            }
-        }
-        let duplicates = (ids.len() - events.len()) as u64;
-        let fresh = events.len() as u64;
-        let fresh_ids: Vec<Uuid> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Received { message, .. } => Some(message.uuid),
-                _ => None,
-            })
-            .collect();
+        counters
+            .received
+            .fetch_add(fresh_count as u64, Ordering::Relaxed);
+        counters
+            .duplicates
+            .fetch_add((frames.len() - fresh_count) as u64, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let tap = shared.tap.get();
+        let mut events = Vec::with_capacity(fresh_count);
+        let mut fresh_ids = Vec::with_capacity(fresh_count);
+        let mut tapped = Vec::new();
         // A duplicate's first copy was handed over earlier, but the application may not be
         // done with it yet (it can still wait in the event queue): the duplicate is
         // acknowledged when the application reaches this batch, which means it finished
         // every earlier one. Fresh messages are acknowledged when it is done with them.
         let mut duplicate_ids = Vec::new();
-        if self.acks {
-            let mut fresh_set = fresh_ids.iter().peekable();
-            for uuid in &ids {
-                if fresh_set.peek() == Some(&uuid) {
-                    fresh_set.next();
-                } else if !fresh_ids.contains(uuid) {
-                    // (A copy of a message in this same batch needs no ack of its own:
-                    // the first copy's ack, sent when the application is done, covers it.)
-                    duplicate_ids.push(*uuid);
+        for (frame, fresh) in frames.into_iter().zip(fresh) {
+            let uuid = frame.uuid;
+            if !fresh {
+                // (A copy of a message in this same batch needs no ack of its own: the
+                // first copy's ack covers it.)
+                if self.acks && !fresh_ids.contains(&uuid) && !tapped.contains(&uuid) {
+                    duplicate_ids.push(uuid);
+                }
+                continue;
+            }
+            let mut message = ReceivedMessage::from_wire(frame);
+            if let Some(tap) = tap {
+                match tap.received(&peer, message) {
+                    Some(untaken) => message = untaken,
+                    None => {
+                        tapped.push(uuid);
+                        continue;
+                    }
                 }
             }
+            fresh_ids.push(uuid);
+            events.push(Event::Received {
+                from: peer.clone(),
+                message,
+            });
         }
-        // Counted before the hand-over, so the application never sees a message that the
-        // counters do not include yet.
-        counters.received.fetch_add(fresh, Ordering::Relaxed);
-        counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        // The tap is done with what it took: acknowledged now, riding with whatever this
+        // turn sends (a reply the tap queued, typically).
+        if self.acks && !tapped.is_empty() {
+            self.confirmed(tapped).await;
+        }
         if events.is_empty() && duplicate_ids.is_empty() {
             return;
         }

@@ -262,6 +262,9 @@ impl Driver {
         let mut events = Vec::new();
         if let Some(peer) = self.peer.take() {
             self.unregister(&peer, &mut events);
+            if let Some(tap) = self.shared.tap.get() {
+                tap.disconnected(&peer);
+            }
             events.push(Event::Disconnected {
                 peer: peer.clone(),
                 info: self.info.clone(),
