@@ -136,7 +136,10 @@ impl DedupWindow {
 
     /// Records `uuid`; false if it was already in the window (a duplicate).
     pub(crate) fn insert(&mut self, uuid: Uuid) -> bool {
-        if self.previous.contains(&uuid) || !self.current.insert(uuid) {
+        // (The previous generation is empty until the window first fills: no lookup.)
+        if (!self.previous.is_empty() && self.previous.contains(&uuid))
+            || !self.current.insert(uuid)
+        {
             return false;
         }
         if self.current.len() >= self.generation {

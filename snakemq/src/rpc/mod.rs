@@ -513,8 +513,10 @@ impl Rpc {
             return;
         };
         match envelope.kind() {
-            Some(Kind::Call) => server::incoming(&self.inner, from, envelope, false, hold),
-            Some(Kind::Signal) => server::incoming(&self.inner, from, envelope, true, hold),
+            Some(kind @ (Kind::Call | Kind::Signal)) => {
+                let signal = kind == Kind::Signal;
+                server::incoming(&self.inner, from, envelope, &message.data, signal, hold);
+            }
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
                 let mut calls = self.inner.lock_calls();
                 // Only the peer that was called may answer a call.
