@@ -1,17 +1,23 @@
 //! One established connection: its description, a packet reader and a packet writer.
 //!
 //! The reader is pulled by whoever drives the protocol. The writer is a cheap handle in
-//! front of a task that owns the write half: it drains everything queued into one buffer
-//! and writes it with one call, so many small packets cost one syscall, while large bodies
-//! are written straight from their own buffer without a copy.
+//! front of the write half: when nothing is queued it writes at once, in the caller's task,
+//! as far as the socket takes it; whatever is left (and everything sent while something is
+//! left) goes to a task that drains the queue into one buffer and writes it with one call,
+//! so many small packets cost one syscall, while large bodies are written straight from
+//! their own buffer without a copy. The task keeps a connection whose peer does not read
+//! from blocking its owner's reading.
 
 use std::fmt;
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -183,9 +189,16 @@ impl Connection {
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let span = tracing::debug_span!("writer", conn = %info.id, remote = %info.remote);
         let writer_alive = alive.clone();
+        let half = Arc::new(WriteHalf {
+            state: Mutex::new(HalfState {
+                stream: write,
+                queued: 0,
+            }),
+        });
+        let task_half = half.clone();
         tokio::spawn(
             async move {
-                if let Err(error) = write_loop(write, rx).await {
+                if let Err(error) = write_loop(&task_half, rx).await {
                     tracing::debug!(%error, "write failed");
                 }
                 let _ = done_tx.send(true);
@@ -202,6 +215,7 @@ impl Connection {
             },
             writer: PacketWriter {
                 tx,
+                half,
                 done: done_rx,
                 _alive: alive,
             },
@@ -273,10 +287,59 @@ impl PacketReader {
     }
 }
 
-/// Queues bytes for the connection's writer task. Cheap to clone.
+/// The write half, shared by the writer handles (writes at once) and the writer task
+/// (writes what is queued).
+struct WriteHalf {
+    state: Mutex<HalfState>,
+}
+
+struct HalfState {
+    stream: BoxWrite,
+    /// Chunks handed to the writer task and not yet written and flushed. A handle writes
+    /// at once only when this is 0, and counts here (under the same lock) what it queues:
+    /// bytes never overtake bytes sent earlier.
+    queued: usize,
+}
+
+impl WriteHalf {
+    // A panic while holding the lock (inside a stream's poll) leaves nothing half-updated
+    // that the count depends on; the stream reports its own state.
+    fn lock(&self) -> MutexGuard<'_, HalfState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Polls the stream under the lock, never holding the lock across a wait.
+    async fn with_stream<T>(
+        &self,
+        mut poll: impl FnMut(Pin<&mut BoxWrite>, &mut Context<'_>) -> Poll<T>,
+    ) -> T {
+        poll_fn(|cx| poll(Pin::new(&mut self.lock().stream), cx)).await
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.with_stream(|s, cx| s.poll_write(cx, buf)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            buf = buf.get(n..).unwrap_or_default();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for WriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteHalf").finish_non_exhaustive()
+    }
+}
+
+/// Writes packets to a connection: at once when nothing is queued, else through the
+/// connection's writer task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PacketWriter {
     tx: mpsc::Sender<Bytes>,
+    half: Arc<WriteHalf>,
     done: tokio::sync::watch::Receiver<bool>,
     _alive: AliveToken,
 }
@@ -300,9 +363,30 @@ impl PacketWriter {
     ///
     /// This is how a protocol sends a batch: encode many packets into one buffer, queue it
     /// once.
+    ///
+    /// When nothing is queued, the bytes are written at once as far as the socket takes
+    /// them (a syscall in the caller's task instead of a hand-over to the writer task and
+    /// a task switch: on a request/reply exchange that hand-over was a tenth of the round
+    /// trip); the rest is queued.
     pub async fn send_raw(&self, framed: Bytes) -> Result<(), LinkError> {
         if framed.is_empty() {
             return Ok(());
+        }
+        {
+            let mut half = self.half.lock();
+            if half.queued == 0 && !self.tx.is_closed() {
+                let written = write_now(&mut half.stream, &framed)?;
+                let rest = framed.slice(written..);
+                if rest.is_empty() && flush_now(&mut half.stream)? {
+                    return Ok(());
+                }
+                // Queued under the lock, so nothing sent after it can be written before
+                // it; an empty chunk asks the task for the flush that did not finish. The
+                // queue is empty (nothing counted), so there is room.
+                half.queued += 1;
+                return self.tx.try_send(rest).map_err(|_| LinkError::Closed);
+            }
+            half.queued += 1;
         }
         self.tx.send(framed).await.map_err(|_| LinkError::Closed)
     }
@@ -324,32 +408,67 @@ impl PacketWriter {
     }
 }
 
-async fn write_loop(mut write: BoxWrite, mut rx: mpsc::Receiver<Bytes>) -> Result<(), LinkError> {
+/// Writes as much of `buf` as the stream takes now; 0 when it would wait.
+fn write_now(stream: &mut BoxWrite, buf: &[u8]) -> Result<usize, LinkError> {
+    // A no-op waker: this is a try, whatever is left goes to the writer task, whose own
+    // poll registers its waker (only the waker of the latest poll counts).
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut written = 0;
+    while let Some(rest) = buf.get(written..).filter(|r| !r.is_empty()) {
+        match Pin::new(&mut *stream).poll_write(&mut cx, rest) {
+            Poll::Ready(Ok(0)) => {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(error)) => return Err(error.into()),
+            Poll::Pending => break,
+        }
+    }
+    Ok(written)
+}
+
+/// Flushes the stream if it can now (a no-op for TCP; TLS writes its buffered records).
+fn flush_now(stream: &mut BoxWrite) -> Result<bool, LinkError> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(stream).poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => Ok(true),
+        Poll::Ready(Err(error)) => Err(error.into()),
+        Poll::Pending => Ok(false),
+    }
+}
+
+async fn write_loop(half: &WriteHalf, mut rx: mpsc::Receiver<Bytes>) -> Result<(), LinkError> {
     let mut buf = BytesMut::with_capacity(COALESCE_LIMIT);
     while let Some(first) = rx.recv().await {
+        let mut chunks = 0;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
+            chunks += 1;
             if chunk.len() >= DIRECT_WRITE_THRESHOLD {
                 if !buf.is_empty() {
-                    write.write_all(&buf).await?;
+                    half.write_all(&buf).await?;
                     buf.clear();
                 }
-                write.write_all(&chunk).await?;
+                half.write_all(&chunk).await?;
             } else {
                 buf.extend_from_slice(&chunk);
                 if buf.len() >= COALESCE_LIMIT {
-                    write.write_all(&buf).await?;
+                    half.write_all(&buf).await?;
                     buf.clear();
                 }
             }
             next = rx.try_recv().ok();
         }
         if !buf.is_empty() {
-            write.write_all(&buf).await?;
+            half.write_all(&buf).await?;
             buf.clear();
         }
-        write.flush().await?;
+        half.with_stream(|s, cx| s.poll_flush(cx)).await?;
+        // Written and flushed: the handles may write at once again when nothing else is
+        // queued.
+        let mut state = half.lock();
+        state.queued = state.queued.saturating_sub(chunks);
     }
-    write.shutdown().await?;
+    half.with_stream(|s, cx| s.poll_shutdown(cx)).await?;
     Ok(())
 }

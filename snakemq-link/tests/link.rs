@@ -570,3 +570,29 @@ async fn connections_dropped_at_once_back_off() -> Result<(), LinkError> {
     dropper.abort();
     Ok(())
 }
+
+/// Packets written at once by the handle and packets queued to the writer task (once the
+/// socket is full) arrive in the order they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_keep_their_order_when_the_socket_fills_up() -> TestResult {
+    let p = pair("127.0.0.1:0").await?;
+    let (_, _, writer) = p.connected.into_parts();
+    let (_, mut reader, _) = p.accepted.into_parts();
+    // 32 MiB in 8 KiB packets: far more than the socket buffers hold, so some writes are
+    // partial and the rest queues, while the reader below catches up.
+    let count = 4096;
+    let send = tokio::spawn(async move {
+        for i in 0..count {
+            writer.send_packet(body(i, 8192)).await?;
+        }
+        Ok::<_, LinkError>(writer)
+    });
+    for i in 0..count {
+        let got = within("a packet", reader.next()).await??;
+        if got.as_ref() != Some(&body(i, 8192)) {
+            return Err(format!("packet {i} is not the one sent {i}th").into());
+        }
+    }
+    within("the sender", send).await???;
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod message;
 mod persist;
 mod state;
 mod sweeper;
+mod tap;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{MAX_IDENTITY_CHARS, MessagingBuilder, QueueLimits, QueuePolicy};
 pub use event::{DropReason, Event};
 pub use message::{FLAG_PERSISTENT, Message, ReceivedMessage, uuid_hex};
+pub(crate) use tap::Tap;
 
 use self::clock::Clock;
 use self::config::validate_destination;
@@ -149,6 +151,7 @@ impl MessagingBuilder {
             counters: Counters::default(),
             max_packet_size,
             persister,
+            tap: std::sync::OnceLock::new(),
         });
         let stopped = CancellationToken::new();
         shared.tasks.spawn(sweeper::run(shared.clone()));
@@ -399,6 +402,26 @@ impl Messaging {
     /// share one queue (each event goes to one of them).
     pub fn events(&self) -> Events {
         self.inner.shared.subscribed.store(true, Ordering::Release);
+        Events {
+            rx: self.inner.events_rx.clone(),
+            stopped: self.inner.stopped.clone(),
+            ready: VecDeque::new(),
+            receipt: None,
+        }
+    }
+
+    /// Installs `tap` in front of the event stream (see [`Tap`]); false when this instance
+    /// has one already.
+    #[cfg(feature = "rpc")]
+    pub(crate) fn set_tap(&self, tap: std::sync::Arc<dyn Tap>) -> bool {
+        self.inner.shared.tap.set(tap).is_ok()
+    }
+
+    /// The event stream, without subscribing to events other than received messages
+    /// (unlike [`Messaging::events`]): for a reader that only wants the messages a tap
+    /// installed later did not see.
+    #[cfg(feature = "rpc")]
+    pub(crate) fn received_events(&self) -> Events {
         Events {
             rx: self.inner.events_rx.clone(),
             stopped: self.inner.stopped.clone(),

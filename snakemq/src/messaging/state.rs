@@ -136,7 +136,10 @@ impl DedupWindow {
 
     /// Records `uuid`; false if it was already in the window (a duplicate).
     pub(crate) fn insert(&mut self, uuid: Uuid) -> bool {
-        if self.previous.contains(&uuid) || !self.current.insert(uuid) {
+        // (The previous generation is empty until the window first fills: no lookup.)
+        if (!self.previous.is_empty() && self.previous.contains(&uuid))
+            || !self.current.insert(uuid)
+        {
             return false;
         }
         if self.current.len() >= self.generation {
@@ -223,6 +226,8 @@ pub(crate) struct Shared {
     pub(crate) max_packet_size: u32,
     /// The storage writer, when a durable store is configured.
     pub(crate) persister: Option<super::persist::Persister>,
+    /// Takes received messages before the event stream (see `tap.rs`).
+    pub(crate) tap: std::sync::OnceLock<Arc<dyn super::tap::Tap>>,
 }
 
 /// Whether a record was (or will be) committed to the durable store.

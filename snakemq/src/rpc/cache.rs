@@ -1,7 +1,7 @@
 //! The server's bounded reply cache: a call delivered again (a re-send after a reconnect,
 //! or a duplicate on the wire) gets the first execution's reply instead of running twice.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,10 +16,15 @@ pub(crate) enum Entry {
 }
 
 /// Request states keyed by (peer, request id), oldest evicted first.
+///
+/// A map per peer, looked up by the peer's name (no key to build, no reference count to
+/// touch), with foldhash: the cache is consulted three times per call, and hashing
+/// `(Arc<str>, u64)` keys with SipHash, cloning the name for each lookup, took about
+/// 8 % of a server's time at 64 calls in flight.
 #[derive(Debug)]
 pub(crate) struct ReplyCache {
     capacity: usize,
-    entries: HashMap<(Arc<str>, u64), Entry>,
+    peers: foldhash::HashMap<Arc<str>, foldhash::HashMap<u64, Entry>>,
     order: VecDeque<(Arc<str>, u64)>,
 }
 
@@ -27,44 +32,54 @@ impl ReplyCache {
     pub(crate) fn new(capacity: usize) -> Self {
         ReplyCache {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
+            peers: Default::default(),
             order: VecDeque::new(),
         }
     }
 
     /// The state of a request, if known.
-    pub(crate) fn get(&self, peer: &Arc<str>, id: u64) -> Option<&Entry> {
-        self.entries.get(&(peer.clone(), id))
+    pub(crate) fn get(&self, peer: &str, id: u64) -> Option<&Entry> {
+        self.peers.get(peer)?.get(&id)
     }
 
     /// Records a request as running.
     pub(crate) fn start(&mut self, peer: Arc<str>, id: u64) {
-        let key = (peer, id);
-        if self.entries.insert(key.clone(), Entry::Running).is_none() {
-            self.order.push_back(key);
+        let entries = self.peers.entry(peer.clone()).or_default();
+        if entries.insert(id, Entry::Running).is_none() {
+            self.order.push_back((peer, id));
         }
         // A running entry may be evicted under heavy load; its duplicate would then run
         // again, which the capacity (many times the in-flight bound) makes unlikely.
         while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.entries.remove(&old);
+            if let Some((peer, id)) = self.order.pop_front() {
+                self.remove(&peer, id);
             }
         }
     }
 
     /// Records the reply of a request that is still cached.
-    pub(crate) fn finish(&mut self, peer: &Arc<str>, id: u64, reply: Bytes) {
-        if let Some(entry) = self.entries.get_mut(&(peer.clone(), id)) {
+    pub(crate) fn finish(&mut self, peer: &str, id: u64, reply: Bytes) {
+        if let Some(entry) = self.peers.get_mut(peer).and_then(|e| e.get_mut(&id)) {
             *entry = Entry::Done(reply);
         }
     }
 
     /// Forgets a request that did not run (refused as busy), so that a retry can run.
-    pub(crate) fn forget(&mut self, peer: &Arc<str>, id: u64) {
-        let key = (peer.clone(), id);
-        if self.entries.remove(&key).is_some() {
-            self.order.retain(|k| k != &key);
+    pub(crate) fn forget(&mut self, peer: &str, id: u64) {
+        if self.remove(peer, id) {
+            self.order.retain(|(p, i)| !(*i == id && &**p == peer));
         }
+    }
+
+    fn remove(&mut self, peer: &str, id: u64) -> bool {
+        let Some(entries) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        let removed = entries.remove(&id).is_some();
+        if entries.is_empty() {
+            self.peers.remove(peer);
+        }
+        removed
     }
 }
 

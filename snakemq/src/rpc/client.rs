@@ -102,6 +102,7 @@ impl Client {
         let inner = &*self.inner;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let expires = tokio::time::Instant::now() + self.deadline;
         let mut call = Envelope::new(Kind::Call, id)
             .target(&self.object, method)
             .with_body(body);
@@ -119,7 +120,7 @@ impl Client {
                     peer: self.peer.clone(),
                     reply: tx,
                     data: data.clone(),
-                    expires: tokio::time::Instant::now() + self.deadline,
+                    expires,
                     on_link,
                 },
             );
@@ -135,7 +136,7 @@ impl Client {
                 .await?;
             rx.await.map_err(|_| RpcError::Shutdown)
         };
-        let reply = tokio::time::timeout(self.deadline, wait)
+        let reply = tokio::time::timeout_at(expires, wait)
             .await
             .map_err(|_| RpcError::Deadline)??;
         match reply.kind() {

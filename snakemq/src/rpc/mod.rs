@@ -75,8 +75,8 @@ mod error;
 pub mod private;
 mod server;
 mod service;
+mod tap;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -94,6 +94,7 @@ pub use service::{
     HandlerPanic, ObjectService, RpcRequest, ServiceFuture, capture_panic_locations, error_chain,
 };
 
+use self::tap::RpcTap;
 use crate::router::PrefixRouter;
 use crate::{Event, Message, Messaging, ReceivedMessage};
 
@@ -175,15 +176,16 @@ struct PendingCall {
 /// reconnect must see each other in one order).
 #[derive(Default)]
 struct Calls {
-    pending: HashMap<u64, PendingCall>,
-    connected: HashSet<Arc<str>>,
+    // foldhash: looked up on every call and reply; SipHash showed in profiles.
+    pending: foldhash::HashMap<u64, PendingCall>,
+    connected: foldhash::HashSet<Arc<str>>,
 }
 
 /// Places taken by running calls, overall and per peer.
 #[derive(Default)]
 struct Serving {
     total: usize,
-    per_peer: HashMap<Arc<str>, usize>,
+    per_peer: foldhash::HashMap<Arc<str>, usize>,
 }
 
 /// A served object: its tower service, type-erased.
@@ -193,7 +195,7 @@ struct Inner {
     messaging: Messaging,
     config: RpcConfig,
     runtime: tokio::runtime::Handle,
-    servers: Mutex<HashMap<Arc<str>, ObjectHandle>>,
+    servers: Mutex<foldhash::HashMap<Arc<str>, ObjectHandle>>,
     calls: Mutex<Calls>,
     cache: Mutex<cache::ReplyCache>,
     next_id: AtomicU64,
@@ -204,7 +206,7 @@ struct Inner {
 impl Inner {
     // A panic while holding one of these locks cannot leave the maps half-updated (every
     // critical section is a single map operation), so a poisoned lock is used as is.
-    fn lock_servers(&self) -> MutexGuard<'_, HashMap<Arc<str>, ObjectHandle>> {
+    fn lock_servers(&self) -> MutexGuard<'_, foldhash::HashMap<Arc<str>, ObjectHandle>> {
         self.servers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -262,7 +264,7 @@ impl Rpc {
         // Peers connected before this handle saw their `Connected` event: calls to them
         // go out on a link too.
         let calls = Calls {
-            pending: HashMap::new(),
+            pending: Default::default(),
             connected: messaging
                 .connected_peers()
                 .into_iter()
@@ -275,7 +277,7 @@ impl Rpc {
                 cache: Mutex::new(cache::ReplyCache::new(config.reply_cache)),
                 config,
                 runtime,
-                servers: Mutex::new(HashMap::new()),
+                servers: Mutex::new(Default::default()),
                 calls: Mutex::new(calls),
                 next_id: AtomicU64::new(first_id),
                 serving: Mutex::new(Serving::default()),
@@ -359,15 +361,36 @@ impl Rpc {
         }
     }
 
-    /// Starts a task that hands every event of `messaging` to [`Rpc::dispatch`] until the
-    /// event stream ends: the whole event loop of a peer that uses its messaging for RPC
-    /// only. A peer with messages of its own reads its events itself and dispatches them
-    /// (or routes them with [`Rpc::route`]).
+    /// Makes this handle the whole event loop of a peer that uses `messaging` for RPC
+    /// only: every received message goes to [`Rpc::dispatch`] (messages that are not RPC
+    /// are dropped), and connection events reach it too. A peer with messages of its own
+    /// reads its events itself and dispatches them (or routes them with [`Rpc::route`]).
+    ///
+    /// The messages are handed over inside messaging's connection tasks, not through the
+    /// event stream: a call is handled in the task that read it, and its reply usually
+    /// leaves in the same write as the call's acknowledgement. Events other than received
+    /// messages stay in the event stream for whoever reads [`Messaging::events`]. Only
+    /// the first handle to do this on an instance gets that path; a second one reads the
+    /// event stream.
+    ///
+    /// The returned task keeps this handle (and the objects it serves) alive until
+    /// messaging stops; it dispatches the messages that reached the event stream before
+    /// this call.
     pub fn spawn_dispatch(&self, messaging: &Messaging) -> tokio::task::JoinHandle<()> {
-        let (mut events, rpc) = (messaging.events(), self.clone());
+        let tap = Arc::new(RpcTap(Arc::downgrade(&self.inner)));
+        let tapped = messaging.set_tap(tap);
+        let (mut events, rpc) = if tapped {
+            (messaging.received_events(), self.clone())
+        } else {
+            (messaging.events(), self.clone())
+        };
         self.inner.runtime.spawn(async move {
             while let Some(event) = events.next().await {
-                rpc.dispatch(&event);
+                // With the tap, connection events reach this handle from the tap: seeing
+                // them here too would send pending calls twice.
+                if !tapped || matches!(event, Event::Received { .. }) {
+                    rpc.dispatch(&event);
+                }
             }
         })
     }
@@ -490,8 +513,10 @@ impl Rpc {
             return;
         };
         match envelope.kind() {
-            Some(Kind::Call) => server::incoming(&self.inner, from, envelope, false, hold),
-            Some(Kind::Signal) => server::incoming(&self.inner, from, envelope, true, hold),
+            Some(kind @ (Kind::Call | Kind::Signal)) => {
+                let signal = kind == Kind::Signal;
+                server::incoming(&self.inner, from, envelope, &message.data, signal, hold);
+            }
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
                 let mut calls = self.inner.lock_calls();
                 // Only the peer that was called may answer a call.

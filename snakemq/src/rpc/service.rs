@@ -62,15 +62,6 @@ impl ObjectService {
     }
 }
 
-/// Aborts the handler task when the call's future is dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl tower::Service<RpcRequest> for ObjectService {
     type Response = Handled;
     type Error = BoxError;
@@ -83,19 +74,15 @@ impl tower::Service<RpcRequest> for ObjectService {
     fn call(&mut self, request: RpcRequest) -> ServiceFuture {
         let started = self.server.call(&request.method, request.body);
         Box::pin(async move {
-            // A task of its own runs the handler beside the others and gives an abort
-            // point; catching the panic inside it, on the thread where it happened, lets
-            // the panic's location (see `capture_panic_locations`) come with it.
-            let handle = tokio::spawn(CatchUnwind(started?));
-            let _abort = AbortOnDrop(handle.abort_handle());
-            match handle.await {
-                Ok(Ok(handled)) => Ok(handled),
-                Ok(Err(panic)) => Err(Box::new(HandlerPanic(panic)) as BoxError),
-                Err(_) => {
-                    let cancelled = HandlerPanic("the handler was cancelled".to_owned());
-                    Err(Box::new(cancelled) as BoxError)
-                }
-            }
+            // The handler runs inside this future, not in a task of its own: the call's
+            // future is already a task when it has to wait (see `server::run_or_spawn`),
+            // and a second task per call cost a spawn, a wake-up and a join. Dropping
+            // this future (a timeout layer, a shutdown) drops the handler with it.
+            // Catching the panic here, on the thread where it happened, lets the panic's
+            // location (see `capture_panic_locations`) come with it.
+            CatchUnwind(started?)
+                .await
+                .map_err(|panic| Box::new(HandlerPanic(panic)) as BoxError)
         })
     }
 }

@@ -1,0 +1,268 @@
+//! What arrives on a connection: identification, messages for the application (and their
+//! acknowledgements once it is done with them), acknowledgements of what we sent.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+
+use super::{Driver, LEGACY_FIRST_SEND_DELAY, check_identity_binding, now};
+use crate::Error;
+use crate::messaging::event::Event;
+use crate::messaging::message::ReceivedMessage;
+use crate::messaging::state::{DedupWindow, EventBatch, PeerLink, Receipt};
+use crate::proto::{self, MessageFrame, Uuid};
+
+impl Driver {
+    /// Handles what the protocol core reported this turn.
+    pub(super) async fn process_events(&mut self) -> Result<(), Error> {
+        let mut received = Vec::new();
+        while let Some(event) = self.proto.poll_event() {
+            match event {
+                proto::Event::Identified { identity, acks } => {
+                    self.register(identity, acks).await?
+                }
+                proto::Event::Message(frame) => received.push(frame),
+                proto::Event::Acked(ids) => self.acked(&ids).await,
+                proto::Event::Closed(reason) => {
+                    // Deliver what arrived before the violation, then close.
+                    self.deliver(received).await;
+                    return Err(Error::Protocol(reason));
+                }
+            }
+        }
+        self.deliver(received).await;
+        Ok(())
+    }
+
+    pub(super) async fn register(&mut self, identity: String, acks: bool) -> Result<(), Error> {
+        if self.shared.settings.bind_identities {
+            check_identity_binding(&self.info, &identity)?;
+        }
+        let peer: Arc<str> = Arc::from(identity);
+        {
+            let mut state = self.shared.lock();
+            if let Some(existing) = state.peers.get(&peer) {
+                if !self.shared.settings.replace_duplicates {
+                    return Err(Error::DuplicateIdentity(peer.to_string()));
+                }
+                existing.evicted.store(true, Ordering::Release);
+                existing.wake.notify_one();
+            }
+            state.peers.insert(
+                peer.clone(),
+                PeerLink {
+                    conn: self.info.id,
+                    wake: self.wake.clone(),
+                    evicted: self.evicted.clone(),
+                    acks,
+                    cursor: None,
+                    in_flight: Default::default(),
+                    in_flight_bytes: 0,
+                },
+            );
+        }
+        tracing::Span::current().record("peer", &*peer);
+        self.load_dedup_window(&peer, acks).await;
+        if acks {
+            tracing::debug!("peer identified, at-least-once delivery with acks");
+        } else {
+            tracing::info!("peer identified without acks (a Python peer): at-most-once delivery");
+        }
+        self.peer = Some(peer.clone());
+        self.acks = acks;
+        if let Some(tap) = self.shared.tap.get() {
+            tap.connected(&peer);
+        }
+        if !acks {
+            self.hold_until = Some(Instant::now() + LEGACY_FIRST_SEND_DELAY);
+        }
+        self.shared
+            .report(Event::Connected {
+                peer,
+                info: self.info.clone(),
+                acks,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Fills the duplicate window of a peer seen for the first time since start from the
+    /// durable store.
+    pub(super) async fn load_dedup_window(&self, peer: &Arc<str>, acks: bool) {
+        let Some(persister) = self.shared.persister.as_ref().filter(|_| acks) else {
+            return;
+        };
+        if self.shared.lock().dedup.contains_key(peer) {
+            return;
+        }
+        let window = self.shared.settings.dedup_window;
+        let ids = persister.load_received(peer.clone(), window).await;
+        let mut state = self.shared.lock();
+        let dedup = state
+            .dedup
+            .entry(peer.clone())
+            .or_insert_with(|| DedupWindow::new(window));
+        for id in ids {
+            dedup.insert(id);
+        }
+    }
+
+    /// Hands received messages to the application, suppressing duplicates, and queues
+    /// their acknowledgements.
+    pub(super) async fn deliver(&mut self, frames: Vec<MessageFrame>) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        if frames.is_empty() {
+            return;
+        }
+        let fresh: Vec<bool> = if self.acks {
+            let mut state = self.shared.lock();
+            let window = self.shared.settings.dedup_window;
+            let dedup = state
+                .dedup
+                .entry(peer.clone())
+                .or_insert_with(|| DedupWindow::new(window));
+            frames.iter().map(|f| dedup.insert(f.uuid)).collect()
+        } else {
+            vec![true; frames.len()]
+        };
+        // Counted before the hand-over, so the application never sees a message that the
+        // counters do not include yet.
+        let fresh_count = fresh.iter().filter(|f| **f).count();
+        let counters = &self.shared.counters;
+        counters
+            .received
+            .fetch_add(fresh_count as u64, Ordering::Relaxed);
+        counters
+            .duplicates
+            .fetch_add((frames.len() - fresh_count) as u64, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let tap = shared.tap.get();
+        let mut events = Vec::with_capacity(fresh_count);
+        let mut fresh_ids = Vec::with_capacity(fresh_count);
+        let mut tapped = Vec::new();
+        // A duplicate's first copy was handed over earlier, but the application may not be
+        // done with it yet (it can still wait in the event queue): the duplicate is
+        // acknowledged when the application reaches this batch, which means it finished
+        // every earlier one. Fresh messages are acknowledged when it is done with them.
+        let mut duplicate_ids = Vec::new();
+        for (frame, fresh) in frames.into_iter().zip(fresh) {
+            let uuid = frame.uuid;
+            if !fresh {
+                // (A copy of a message in this same batch needs no ack of its own: the
+                // first copy's ack covers it.)
+                if self.acks && !fresh_ids.contains(&uuid) && !tapped.contains(&uuid) {
+                    duplicate_ids.push(uuid);
+                }
+                continue;
+            }
+            let mut message = ReceivedMessage::from_wire(frame);
+            if let Some(tap) = tap {
+                match tap.received(&peer, message) {
+                    Some(untaken) => message = untaken,
+                    None => {
+                        tapped.push(uuid);
+                        continue;
+                    }
+                }
+            }
+            fresh_ids.push(uuid);
+            events.push(Event::Received {
+                from: peer.clone(),
+                message,
+            });
+        }
+        // The tap is done with what it took: acknowledged now, riding with whatever this
+        // turn sends (a reply the tap queued, typically).
+        if self.acks && !tapped.is_empty() {
+            self.confirmed(tapped).await;
+        }
+        if events.is_empty() && duplicate_ids.is_empty() {
+            return;
+        }
+        let receipt = self.acks.then(|| Receipt {
+            ids: fresh_ids,
+            on_reach: duplicate_ids,
+            to: self.confirmed_tx.clone(),
+        });
+        // Waits when the application is behind: backpressure reaches the sender through
+        // withheld acks and TCP flow control.
+        self.shared.emit(EventBatch { events, receipt }).await;
+    }
+
+    /// The application is done with these received messages: remember them in the
+    /// durable store (if any) and acknowledge them.
+    pub(super) async fn confirmed(&mut self, ids: Vec<Uuid>) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        // With a durable store the ids are committed before they are acknowledged, so a
+        // restarted receiver still recognises a re-sent message.
+        if let Some(persister) = &self.shared.persister {
+            let commit = persister.received(peer, ids.clone());
+            if let Err(error) = crate::messaging::persist::committed(commit).await {
+                tracing::error!(%error, "received ids not committed; not acknowledging");
+                return;
+            }
+        }
+        let now = now();
+        for uuid in ids {
+            self.proto.ack(uuid, now);
+        }
+    }
+
+    /// Removes acknowledged messages from the queue.
+    pub(super) async fn acked(&mut self, ids: &[Uuid]) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        let mut delivered = Vec::with_capacity(ids.len());
+        {
+            let mut state = self.shared.lock();
+            let state = &mut *state;
+            let Some(link) = state.peers.get_mut(&peer) else {
+                return;
+            };
+            let mut seqs = Vec::with_capacity(ids.len());
+            let mut durable = Vec::new();
+            for id in ids {
+                // Acks come in send order, so the match is almost always at the front.
+                let position = link.in_flight.iter().position(|m| m.uuid == *id);
+                if let Some(message) = position.and_then(|i| link.in_flight.remove(i)) {
+                    link.in_flight_bytes -= message.size;
+                    seqs.push(message.seq);
+                    delivered.push(message.uuid);
+                    if message.persistent {
+                        durable.push(message.seq);
+                    }
+                }
+            }
+            if let Err(error) = state.store.remove(&peer, &seqs) {
+                tracing::error!(%error, "store failed to remove acknowledged messages");
+            }
+            if let Some(persister) = &self.shared.persister {
+                persister.remove(&peer, durable);
+            }
+        }
+        self.delivered(&peer, delivered).await;
+    }
+
+    /// Counts and reports delivered messages; their queue room is free again.
+    pub(super) async fn delivered(&self, peer: &Arc<str>, delivered: Vec<Uuid>) {
+        self.shared
+            .counters
+            .delivered
+            .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        self.shared.space.notify_waiters();
+        let events = delivered
+            .into_iter()
+            .map(|uuid| Event::Delivered {
+                to: peer.clone(),
+                uuid,
+            })
+            .collect();
+        self.shared.report_all(events).await;
+    }
+}

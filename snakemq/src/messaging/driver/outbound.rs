@@ -1,0 +1,196 @@
+//! What leaves on a connection: queued messages moved into the transmit buffer as the
+//! in-flight window allows, and the writes that carry them (with pending acknowledgements).
+
+use std::sync::atomic::Ordering;
+
+use snakemq_storage::{Expiry, Record};
+
+use super::{DIRECT_PAYLOAD, Driver, now};
+use crate::Error;
+use crate::messaging::event::{DropReason, Event};
+use crate::messaging::state::{InFlight, is_persistent};
+use crate::proto::{self, TTL_INFINITE};
+
+impl Driver {
+    /// Moves queued messages into the transmit buffer, as many as the in-flight window
+    /// allows. Messages whose deadline passed are dropped (and reported) instead.
+    pub(super) async fn pump(&mut self) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        if self.proto.is_closed() || !self.proto.is_identified() || self.hold_until.is_some() {
+            return;
+        }
+        let settings = &self.shared.settings;
+        let now_ms = self.shared.clock.now_ms();
+        let mut batch = Vec::new();
+        let expired: Vec<Record>;
+        {
+            let mut state = self.shared.lock();
+            let state = &mut *state;
+            let Some(link) = state.peers.get_mut(&peer) else {
+                return;
+            };
+            let room = settings
+                .max_in_flight_messages
+                .saturating_sub(link.in_flight.len());
+            if room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
+                return;
+            }
+            if let Err(error) = state.store.read(&peer, link.cursor, room, &mut batch) {
+                tracing::error!(%error, "store read failed");
+                return;
+            }
+            let mut taken = 0;
+            let mut bytes = link.in_flight_bytes;
+            for record in &batch {
+                if bytes >= settings.max_in_flight_bytes {
+                    break;
+                }
+                taken += 1;
+                link.cursor = Some(record.seq);
+                if record.expiry.deadline_ms().is_some_and(|d| d <= now_ms) {
+                    continue;
+                }
+                if link.acks {
+                    link.in_flight.push_back(InFlight {
+                        uuid: record.uuid,
+                        seq: record.seq,
+                        size: record.data.len(),
+                        persistent: is_persistent(record.flags, record.expiry),
+                    });
+                    link.in_flight_bytes += record.data.len();
+                }
+                bytes += record.data.len();
+            }
+            batch.truncate(taken);
+            let acks = link.acks;
+            let unsent = (state.store.stats(&peer).map(|s| s.messages).unwrap_or(0) as usize)
+                .saturating_sub(link.in_flight.len() + taken);
+            // Expired ones leave the queue; without acks (Python peers) a message counts as
+            // delivered once written, so every taken message leaves the queue now.
+            let (gone, kept): (Vec<Record>, Vec<Record>) = batch
+                .into_iter()
+                .partition(|r| r.expiry.deadline_ms().is_some_and(|d| d <= now_ms));
+            expired = gone;
+            batch = kept;
+            let leaving = expired.iter().chain(batch.iter().filter(|_| !acks));
+            let seqs: Vec<u64> = leaving.clone().map(|r| r.seq).collect();
+            if !seqs.is_empty() {
+                if let Err(error) = state.store.remove(&peer, &seqs) {
+                    tracing::error!(%error, "store remove failed");
+                }
+                self.shared.forget(&peer, leaving);
+            }
+            // A long durable queue is paged in: ask for more before this page runs out.
+            if unsent < crate::messaging::backlog::PAGE / 2 && state.backlogs.contains_key(&peer) {
+                crate::messaging::backlog::request_page(&self.shared, state, &peer);
+            }
+        }
+        if !expired.is_empty() {
+            self.shared.space.notify_waiters();
+        }
+        // One allocation for the whole batch instead of doublings while encoding.
+        let small: usize = batch
+            .iter()
+            .filter(|r| r.data.len() < DIRECT_PAYLOAD)
+            .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
+            .sum();
+        if !batch.is_empty() {
+            // (Touching the transmit buffer brings pending acks along: only when there
+            // is something for them to ride with.)
+            self.proto.transmit_buffer().reserve(small);
+        }
+        for record in &batch {
+            self.encode(record, now_ms);
+        }
+        if !self.acks {
+            self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
+        }
+        if !expired.is_empty() {
+            let count = expired.len() as u64;
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(count, Ordering::Relaxed);
+            let dropped = expired
+                .into_iter()
+                .map(|record| Event::Dropped {
+                    to: peer.clone(),
+                    uuid: record.uuid,
+                    reason: DropReason::Expired,
+                })
+                .collect();
+            self.shared.report_all(dropped).await;
+        }
+    }
+
+    pub(super) fn encode(&mut self, record: &Record, now_ms: u64) {
+        let ttl = wire_ttl(record.expiry, now_ms);
+        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        let data = &record.data;
+        if data.len() >= DIRECT_PAYLOAD {
+            // Keep the payload out of the copy: what is buffered so far (pending acks
+            // included), then the header alone, then the payload go to the writer as
+            // separate chunks, in order.
+            if let Some(before) = self.proto.take_transmit() {
+                self.chunks.push(before);
+            }
+            let buf = self.proto.transmit_buffer();
+            proto::encode_message_header(&record.uuid, ttl, record.flags, data.len(), buf);
+            self.chunks.push(buf.split().freeze());
+            self.chunks.push(data.clone());
+        } else {
+            let buf = self.proto.transmit_buffer();
+            proto::encode_message_header(&record.uuid, ttl, record.flags, data.len(), buf);
+            buf.extend_from_slice(data);
+        }
+    }
+
+    /// Writes everything this turn produced; acknowledgements alone may wait for company
+    /// up to the ack delay (the protocol core's timer brings them out).
+    pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        self.write_out(false).await
+    }
+
+    /// Writes everything, the youngest acknowledgements included.
+    pub(super) async fn flush_all(&mut self) -> Result<(), Error> {
+        self.write_out(true).await
+    }
+
+    pub(super) async fn write_out(&mut self, everything: bool) -> Result<(), Error> {
+        for chunk in self.chunks.drain(..) {
+            self.writer.send_raw(chunk).await?;
+        }
+        let bytes = if everything {
+            self.proto.take_transmit()
+        } else {
+            self.proto.poll_transmit(now())
+        };
+        if let Some(bytes) = bytes {
+            self.writer.send_raw(bytes).await?;
+        }
+        if !self.delivered_on_write.is_empty() {
+            let Some(peer) = self.peer.clone() else {
+                return Ok(());
+            };
+            let delivered = std::mem::take(&mut self.delivered_on_write);
+            self.delivered(&peer, delivered).await;
+        }
+        Ok(())
+    }
+}
+
+/// The TTL field of a queued message: remaining whole seconds, truncated.
+pub(crate) fn wire_ttl(expiry: Expiry, now_ms: u64) -> u32 {
+    match expiry {
+        Expiry::Never => TTL_INFINITE,
+        Expiry::WhileConnected => 0,
+        Expiry::At(deadline) => {
+            let secs = deadline.saturating_sub(now_ms) / 1000;
+            u32::try_from(secs)
+                .unwrap_or(TTL_INFINITE - 1)
+                .min(TTL_INFINITE - 1)
+        }
+    }
+}

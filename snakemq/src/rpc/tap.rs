@@ -1,0 +1,45 @@
+//! The messaging tap of [`Rpc::spawn_dispatch`](super::Rpc::spawn_dispatch).
+
+use std::sync::{Arc, Weak};
+
+use super::{Inner, PREFIX, Rpc};
+use crate::ReceivedMessage;
+use crate::messaging::Tap;
+
+/// Hands received RPC messages and connection changes to an [`Rpc`] inside messaging's
+/// connection tasks.
+///
+/// Weak: messaging holds its tap, and the `Rpc` holds the messaging; the task of
+/// `spawn_dispatch` holds the `Rpc` until messaging stops.
+pub(super) struct RpcTap(pub(super) Weak<Inner>);
+
+impl RpcTap {
+    fn rpc(&self) -> Option<Rpc> {
+        self.0.upgrade().map(|inner| Rpc { inner })
+    }
+}
+
+impl Tap for RpcTap {
+    fn received(&self, from: &Arc<str>, message: ReceivedMessage) -> Option<ReceivedMessage> {
+        match self.rpc() {
+            Some(rpc) if message.data.starts_with(PREFIX) => {
+                rpc.handle(from.clone(), &message, None);
+            }
+            // (The event loop this replaces dropped them too: an RPC-only peer.)
+            _ => tracing::debug!(peer = %from, "message dropped: not rpc, on an rpc-only peer"),
+        }
+        None
+    }
+
+    fn connected(&self, peer: &Arc<str>) {
+        if let Some(rpc) = self.rpc() {
+            rpc.peer_connected(peer);
+        }
+    }
+
+    fn disconnected(&self, peer: &Arc<str>) {
+        if let Some(rpc) = self.rpc() {
+            rpc.peer_disconnected(peer);
+        }
+    }
+}
