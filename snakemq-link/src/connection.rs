@@ -193,6 +193,7 @@ impl Connection {
             state: Mutex::new(HalfState {
                 stream: write,
                 queued: 0,
+                written: 0,
             }),
         });
         let task_half = half.clone();
@@ -299,6 +300,8 @@ struct HalfState {
     /// at once only when this is 0, and counts here (under the same lock) what it queues:
     /// bytes never overtake bytes sent earlier.
     queued: usize,
+    /// Bytes the stream took so far.
+    written: u64,
 }
 
 impl WriteHalf {
@@ -322,6 +325,7 @@ impl WriteHalf {
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            self.lock().written += n as u64;
             buf = buf.get(n..).unwrap_or_default();
         }
         Ok(())
@@ -376,6 +380,7 @@ impl PacketWriter {
             let mut half = self.half.lock();
             if half.queued == 0 && !self.tx.is_closed() {
                 let written = write_now(&mut half.stream, &framed)?;
+                half.written += written as u64;
                 let rest = framed.slice(written..);
                 if rest.is_empty() && flush_now(&mut half.stream)? {
                     return Ok(());
@@ -400,6 +405,14 @@ impl PacketWriter {
         let PacketWriter { tx, mut done, .. } = self;
         drop(tx);
         let _ = done.wait_for(|done| *done).await;
+    }
+
+    /// Bytes the stream has taken so far (written to the socket, or to the middleware or
+    /// TLS layer above it). A protocol's keepalive can take a growing count as a sign of
+    /// life: a peer whose side of the connection keeps taking bytes is there, even while
+    /// its answer to a PING waits behind a long (for example throttled) backlog of ours.
+    pub fn bytes_written(&self) -> u64 {
+        self.half.lock().written
     }
 
     /// Whether the writer task has stopped (the stream failed or was shut down).

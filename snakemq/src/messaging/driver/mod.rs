@@ -139,6 +139,8 @@ impl Driver {
         let shared = self.shared.clone();
         // What `reader` had read when the protocol last heard of it (keepalive).
         let mut bytes_seen = reader.bytes_received();
+        // And what the writer had written: bytes leaving are a sign of life too.
+        let mut written_seen = self.writer.bytes_written();
         self.flush().await?;
         // One timer for the connection's life, moved only when the protocol's deadline
         // comes earlier than the one armed: the keepalive deadline moves later with every
@@ -216,10 +218,14 @@ impl Driver {
                 () = &mut timer, if armed.is_some() && !acks_waiting => {
                     armed = None;
                     let now = now();
-                    // Part of a packet arrived since the last look: the peer is alive.
+                    // Part of a packet arrived since the last look, or the peer's side took
+                    // more of ours (its answer to a PING may wait behind a long backlog of
+                    // ours, through a throttle, when it sends nothing else): it is alive.
                     let received = reader.bytes_received();
-                    if received != bytes_seen {
+                    let written = self.writer.bytes_written();
+                    if received != bytes_seen || written != written_seen {
                         bytes_seen = received;
+                        written_seen = written;
                         self.proto.handle_progress(now);
                     }
                     self.proto.handle_timeout(now);
