@@ -408,11 +408,15 @@ impl PacketWriter {
     }
 
     /// Bytes the stream has taken so far (written to the socket, or to the middleware or
-    /// TLS layer above it). A protocol's keepalive can take a growing count as a sign of
-    /// life: a peer whose side of the connection keeps taking bytes is there, even while
-    /// its answer to a PING waits behind a long (for example throttled) backlog of ours.
-    pub fn bytes_written(&self) -> u64 {
-        self.half.lock().written
+    /// TLS layer above it), and whether more is queued behind them.
+    ///
+    /// A protocol's keepalive can take a growing count *with a backlog* as a sign of life:
+    /// a peer whose side keeps draining a long (for example throttled) backlog of ours is
+    /// there, even while its answer to a PING waits behind it. Without a backlog the count
+    /// says nothing: a socket takes a few bytes (a PING) whether or not anyone is there.
+    pub fn write_progress(&self) -> (u64, bool) {
+        let half = self.half.lock();
+        (half.written, half.queued > 0)
     }
 
     /// Whether the writer task has stopped (the stream failed or was shut down).

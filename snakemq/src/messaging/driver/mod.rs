@@ -139,8 +139,8 @@ impl Driver {
         let shared = self.shared.clone();
         // What `reader` had read when the protocol last heard of it (keepalive).
         let mut bytes_seen = reader.bytes_received();
-        // And what the writer had written: bytes leaving are a sign of life too.
-        let mut written_seen = self.writer.bytes_written();
+        // And what the writer had written: a backlog draining is a sign of life too.
+        let mut written_seen = self.writer.write_progress().0;
         self.flush().await?;
         // One timer for the connection's life, moved only when the protocol's deadline
         // comes earlier than the one armed: the keepalive deadline moves later with every
@@ -219,15 +219,17 @@ impl Driver {
                     armed = None;
                     let now = now();
                     // Part of a packet arrived since the last look, or the peer's side took
-                    // more of ours (its answer to a PING may wait behind a long backlog of
-                    // ours, through a throttle, when it sends nothing else): it is alive.
+                    // more of a backlog of ours (its answer to a PING may wait behind it,
+                    // through a throttle, when it sends nothing else): it is alive. Bytes
+                    // written with nothing queued behind them prove nothing (a socket takes
+                    // a PING whether or not anyone is there).
                     let received = reader.bytes_received();
-                    let written = self.writer.bytes_written();
-                    if received != bytes_seen || written != written_seen {
+                    let (written, backlog) = self.writer.write_progress();
+                    if received != bytes_seen || (backlog && written != written_seen) {
                         bytes_seen = received;
-                        written_seen = written;
                         self.proto.handle_progress(now);
                     }
+                    written_seen = written;
                     self.proto.handle_timeout(now);
                     if self.hold_until.is_some_and(|t| t <= Instant::now()) {
                         self.hold_until = None;
