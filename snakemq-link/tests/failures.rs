@@ -6,36 +6,16 @@
 #[path = "tls_certs/mod.rs"]
 mod tls_certs;
 
-use std::future::Future;
-use std::time::Duration;
+#[path = "support/mod.rs"]
+mod support;
 
 use snakemq_link::tls::{TlsClient, TlsServer};
 use snakemq_link::{
-    Backoff, ConnectOptions, Direction, Endpoint, EstablishFailure, Incoming, Link, LinkConfig,
-    LinkError, LinkEvent, ListenOptions, TlsFailure,
+    ConnectOptions, Direction, Endpoint, EstablishFailure, Incoming, Link, LinkError, LinkEvent,
+    ListenOptions, TlsFailure,
 };
+use support::*;
 use tls_certs::Ca;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
-
-/// Guard against a hang; a passing test never waits this long.
-const GUARD: Duration = Duration::from_secs(20);
-
-fn config() -> LinkConfig {
-    LinkConfig::default().backoff(Backoff {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-        multiplier: 2.0,
-        jitter: 0.0,
-    })
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T, BoxError> {
-    tokio::time::timeout(GUARD, fut)
-        .await
-        .map_err(|_| format!("timed out waiting for {what}").into())
-}
 
 /// The next failure report; a connection arriving instead fails the test.
 async fn next_failure(incoming: &mut Incoming, what: &str) -> Result<EstablishFailure, BoxError> {

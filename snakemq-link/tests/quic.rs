@@ -10,7 +10,9 @@
 
 mod tls_certs;
 
-use std::future::Future;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,48 +21,11 @@ use bytes::Bytes;
 use snakemq_link::middleware::{ByteStream, ServiceBuilder, TraceLayer};
 use snakemq_link::tls::{TlsClient, TlsServer, TlsVersion, certificate_names};
 use snakemq_link::{
-    Backoff, ConnInfo, ConnectOptions, Connection, Direction, Endpoint, Incoming, Link, LinkConfig,
-    LinkError, ListenOptions, ListenerId, PacketReader, PacketWriter, TransportKind,
+    ConnInfo, ConnectOptions, Connection, Direction, Endpoint, Incoming, Link, LinkError,
+    ListenOptions, ListenerId, PacketReader, PacketWriter, TransportKind,
 };
+use support::*;
 use tls_certs::{Ca, Leaf};
-use tokio::time::timeout;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type TestResult = Result<(), BoxError>;
-
-/// Upper bound of any single wait for something that must happen.
-const WAIT: Duration = Duration::from_secs(10);
-/// How long "nothing happens" is watched for.
-const QUIET: Duration = Duration::from_millis(300);
-
-fn config() -> LinkConfig {
-    LinkConfig::default().backoff(Backoff {
-        initial: Duration::from_millis(10),
-        max: Duration::from_millis(50),
-        multiplier: 2.0,
-        jitter: 0.0,
-    })
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T, BoxError> {
-    timeout(WAIT, fut)
-        .await
-        .map_err(|_| format!("timed out after {WAIT:?} waiting for {what}").into())
-}
-
-async fn next_conn(incoming: &mut Incoming, what: &str) -> Result<Connection, BoxError> {
-    within(what, incoming.next())
-        .await?
-        .ok_or_else(|| format!("incoming queue closed while waiting for {what}").into())
-}
-
-async fn expect_no_conn(incoming: &mut Incoming, what: &str) -> TestResult {
-    match timeout(QUIET, incoming.next()).await {
-        Err(_) => Ok(()),
-        Ok(Some(conn)) => Err(format!("{what}: unexpected connection {:?}", conn.info()).into()),
-        Ok(None) => Err(format!("{what}: incoming queue closed").into()),
-    }
-}
 
 /// Waits until `reader`'s connection ends (cleanly or with an error).
 async fn expect_end(reader: &mut PacketReader, what: &str) -> TestResult {
@@ -70,17 +35,6 @@ async fn expect_end(reader: &mut PacketReader, what: &str) -> TestResult {
             Ok(None) | Err(_) => return Ok(()),
         }
     }
-}
-
-/// A recognisable body of `len` bytes for packet `index`.
-fn body(index: u32, len: usize) -> Bytes {
-    let mut out: Vec<u8> = (0..len)
-        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(index) as u8)
-        .collect();
-    for (dst, src) in out.iter_mut().zip(index.to_be_bytes()) {
-        *dst = src;
-    }
-    Bytes::from(out)
 }
 
 fn len_of(index: u32) -> usize {
