@@ -22,7 +22,7 @@ impl Driver {
             return;
         }
         let settings = &self.shared.settings;
-        let now_ms = self.shared.clock.now_ms();
+        let now_ms;
         let mut batch = Vec::new();
         let expired: Vec<Record>;
         {
@@ -41,6 +41,13 @@ impl Driver {
                 tracing::error!(%error, "store read failed");
                 return;
             }
+            // The clock only when there is something to check: most turns of a driver
+            // pump nothing, and a clock read is a measurable part of a short turn.
+            now_ms = if batch.is_empty() {
+                0
+            } else {
+                self.shared.clock.now_ms()
+            };
             let mut taken = 0;
             let mut bytes = link.in_flight_bytes;
             for record in &batch {
@@ -65,8 +72,14 @@ impl Driver {
             }
             batch.truncate(taken);
             let acks = link.acks;
-            let unsent = (state.store.stats(&peer).map(|s| s.messages).unwrap_or(0) as usize)
-                .saturating_sub(link.in_flight.len() + taken);
+            // (Only needed with a backlog: a store lookup per turn otherwise.)
+            let paging = state.backlogs.contains_key(&peer);
+            let unsent = if paging {
+                (state.store.stats(&peer).map(|s| s.messages).unwrap_or(0) as usize)
+                    .saturating_sub(link.in_flight.len() + taken)
+            } else {
+                usize::MAX
+            };
             // Expired ones leave the queue; without acks (Python peers) a message counts as
             // delivered once written, so every taken message leaves the queue now.
             let (gone, kept): (Vec<Record>, Vec<Record>) = batch
@@ -83,7 +96,7 @@ impl Driver {
                 self.shared.forget(&peer, leaving);
             }
             // A long durable queue is paged in: ask for more before this page runs out.
-            if unsent < crate::messaging::backlog::PAGE / 2 && state.backlogs.contains_key(&peer) {
+            if paging && unsent < crate::messaging::backlog::PAGE / 2 {
                 crate::messaging::backlog::request_page(&self.shared, state, &peer);
             }
         }
@@ -162,7 +175,9 @@ impl Driver {
         for chunk in self.chunks.drain(..) {
             self.writer.send_raw(chunk).await?;
         }
-        let bytes = if everything {
+        // (With no acknowledgement waiting both give the same; the clock is read only
+        // when one is.)
+        let bytes = if everything || self.proto.pending_acks() == 0 {
             self.proto.take_transmit()
         } else {
             self.proto.poll_transmit(now())
