@@ -43,6 +43,15 @@ pub(super) fn message_key(peer: u32, seq: u64) -> [u8; 12] {
     key
 }
 
+/// The key just past `message_key(peer, seq)` (the end of a range deletion that ends
+/// with `seq`): the next number's key, or past every key of `peer` after the last number.
+pub(super) fn message_key_after(peer: u32, seq: u64) -> Vec<u8> {
+    match seq.checked_add(1) {
+        Some(next) => message_key(peer, next).to_vec(),
+        None => peer_end(peer),
+    }
+}
+
 /// The sequence number of a message key of `peer`, if it is one.
 pub(super) fn message_seq(peer: u32, key: &[u8]) -> Option<u64> {
     let (id, seq) = key.split_first_chunk::<4>()?;

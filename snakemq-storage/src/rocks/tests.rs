@@ -182,3 +182,66 @@ fn expiry_reports_whole_records_and_keeps_the_cached_deadline_right() -> TestRes
     assert_eq!(store.stats("a")?, PeerStats::default());
     Ok(())
 }
+
+/// Runs of acknowledged numbers become range deletions (`Tx::delete_runs`): the messages
+/// around a run, another peer's messages between the same numbers, and messages pushed in
+/// the same batch all stay or go as asked, also after a restart.
+#[test]
+fn removed_runs_take_exactly_their_messages() -> TestResult {
+    let (_dir, path) = place()?;
+    let mut store = RocksStore::open(&path, RocksOptions::default())?;
+    // 1..=30 to a; then b and a alternate (31 b, 32 a, ...), so a's later numbers are
+    // not consecutive integers.
+    for n in 1..=30u8 {
+        store.push("a", new(n, Expiry::Never))?;
+    }
+    for n in 31..=40u8 {
+        let peer = if n % 2 == 1 { "b" } else { "a" };
+        store.push(peer, new(n, Expiry::Never))?;
+    }
+    let mut batch = WriteBatch::new();
+    // Pushed and removed in one batch, at the end of a run.
+    batch
+        .pushes
+        .push(("a".into(), Record::from_new(41, new(41, Expiry::Never))));
+    for seq in (3..=10)
+        .chain([12, 13, 20])
+        .chain((32..=40).step_by(2))
+        .chain([41])
+    {
+        batch.removes.push(("a".into(), seq));
+    }
+    // Not queued for b (a's numbers): nothing of b may go.
+    for seq in [32, 34] {
+        batch.removes.push(("b".into(), seq));
+    }
+    store.write(batch)?;
+    let kept: Vec<u64> = [1, 2, 11]
+        .into_iter()
+        .chain(14..=19)
+        .chain(21..=30)
+        .collect();
+    for reopen in [false, true] {
+        if reopen {
+            drop(store);
+            store = RocksStore::open(&path, RocksOptions::default())?;
+        }
+        let mut page = Vec::new();
+        store.read("a", None, 100, &mut page)?;
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), kept);
+        page.clear();
+        store.read("b", None, 100, &mut page)?;
+        assert_eq!(
+            page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![31, 33, 35, 37, 39]
+        );
+        assert_eq!(store.stats("a")?.messages, kept.len() as u64);
+        assert_eq!(store.stats("a")?.oldest_seq, Some(1));
+    }
+    // A number inside a removed range can be taken again.
+    store.insert("a", Record::from_new(5, new(5, Expiry::Never)))?;
+    let mut page = Vec::new();
+    store.read("a", Some(2), 2, &mut page)?;
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 11]);
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{KIND_AT, KIND_NEVER, KIND_WHILE_CONNECTED, PeerCache, PeerRow};
 use crate::batch::BatchTarget;
@@ -164,6 +164,10 @@ impl<'a> Writer<'a> {
             };
             let highest = self.next_seq.saturating_sub(1);
             self.removed_highest |= chunk.contains(&highest);
+            if let [seq] = chunk {
+                removed += usize::from(self.remove_one(id, *seq)?);
+                continue;
+            }
             let mut values = Vec::with_capacity(SEQS_PER_STATEMENT + 1);
             values.push(id);
             values.extend(
@@ -189,6 +193,30 @@ impl<'a> Writer<'a> {
             removed += usize::try_from(count).unwrap_or(0);
         }
         Ok(removed)
+    }
+
+    /// Removes one message of peer `id`; whether it was there.
+    ///
+    /// Why not the `IN` statements of [`Writer::remove_seqs`] with the number repeated: SQLite
+    /// fills a temporary b-tree with their 64 bound values at every run, and a producer that
+    /// awaits each send pays that twice per message (each of its commits holds one send and
+    /// one acknowledgement). Store alone, one synced push and one removal per message: 0.71-1.02×
+    /// the write+fsync loop against 0.70-0.95× (same rounds).
+    fn remove_one(&mut self, id: i64, seq: u64) -> Result<bool, rusqlite::Error> {
+        let seq = i64::try_from(seq).unwrap_or(-1);
+        let size: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT size FROM messages WHERE peer = ?1 AND seq = ?2")?
+            .query_row(params![id, seq], |row| row.get(0))
+            .optional()?;
+        let Some(size) = size else {
+            return Ok(false);
+        };
+        self.conn
+            .prepare_cached("DELETE FROM messages WHERE peer = ?1 AND seq = ?2")?
+            .execute(params![id, seq])?;
+        self.counts(id, -1, -size);
+        Ok(true)
     }
 
     pub(super) fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), rusqlite::Error> {

@@ -27,6 +27,19 @@ const MAX_GROUP: usize = 65_536;
 /// the window re-sends messages the receiver already has: duplicates, never a loss.
 const REMOVAL_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long the writer keeps looking for the next op, instead of sleeping, after a commit
+/// that a few senders waited for. A producer that awaits each send submits its next one
+/// a few microseconds after its commit completes; a sleeping thread takes longer to wake
+/// (on a virtual machine an idle CPU has to be woken first), and that wake-up was on the
+/// path of every such send. Bounded, so an idle store costs at most this much CPU after
+/// its last commit.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Most waiters of a commit after which the writer spins. Larger groups come from many
+/// sends in flight: the next group is already queueing, and on a machine with few cores
+/// the spinning thread would only take CPU time from the senders and the connections.
+const SPIN_MAX_WAITERS: usize = 4;
+
 /// The outcome of a commit, shared by every op of its group.
 type CommitResult = Result<(), Arc<StorageError>>;
 
@@ -158,10 +171,39 @@ pub(crate) async fn committed(wait: oneshot::Receiver<CommitResult>) -> Result<(
     }
 }
 
+/// The next op: looked for until `spin_until` (yielding the CPU between looks), then
+/// waited for until `deadline` (for ever without one). `None`: none came in time, or
+/// every sender is gone.
+fn next_op(
+    rx: &mpsc::Receiver<Op>,
+    spin_until: Option<Instant>,
+    deadline: Option<Instant>,
+) -> Option<Op> {
+    if let Some(until) = spin_until {
+        let until = deadline.map_or(until, |deadline| deadline.min(until));
+        loop {
+            match rx.try_recv() {
+                Ok(op) => return Some(op),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) if Instant::now() >= until => break,
+                Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
+    }
+    match deadline {
+        None => rx.recv().ok(),
+        Some(deadline) => rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok(),
+    }
+}
+
 fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
     let span = tracing::debug_span!("store-writer");
     let _entered = span.enter();
-    while let Ok(first) = rx.recv() {
+    // Set after a commit that a few senders waited for (see SPIN).
+    let mut spin_until: Option<Instant> = None;
+    while let Some(first) = next_op(&rx, spin_until, None) {
         let mut batch = WriteBatch::new();
         let mut waiting = Vec::new();
         let mut loads = Vec::new();
@@ -197,9 +239,8 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
                 next = rx.try_recv().ok();
                 if next.is_none() && only_removals(&batch, &waiting, &loads, &pages) {
                     let deadline = *removals_since.get_or_insert_with(Instant::now) + REMOVAL_DELAY;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if !left.is_zero() {
-                        next = rx.recv_timeout(left).ok();
+                    if Instant::now() < deadline {
+                        next = next_op(&rx, spin_until, Some(deadline));
                     }
                 }
             }
@@ -215,6 +256,8 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
             }
             result
         };
+        spin_until = (!waiting.is_empty() && waiting.len() <= SPIN_MAX_WAITERS)
+            .then(|| Instant::now() + SPIN);
         for done in waiting {
             let _ = done.send(result.clone());
         }
