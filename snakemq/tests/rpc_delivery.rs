@@ -2,11 +2,15 @@
 //! dropping in the middle of one, and signals waiting for their peer within their TTL.
 #![cfg(feature = "rpc")]
 
+#[path = "common/poll.rs"]
+mod poll;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use poll::until;
 use snakemq::rpc::Rpc;
 use snakemq::{DropReason, Event, FLAG_PERSISTENT, Messaging};
 use tokio::net::{TcpListener, TcpStream};
@@ -210,18 +214,6 @@ async fn within<T>(wait: impl std::future::Future<Output = T>) -> Result<T, Stri
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .map_err(|_| "nothing happened in 20 s".to_owned())
-}
-
-/// Waits until `done` holds; for server state that no event reports.
-async fn until(mut done: impl FnMut() -> bool) -> TestResult {
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        if tokio::time::Instant::now() > give_up {
-            return Err("condition not reached".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
 }
 
 #[tokio::test]

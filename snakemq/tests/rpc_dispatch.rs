@@ -2,10 +2,14 @@
 //! (its tap) instead of the event stream, with the same guarantees as an event loop.
 #![cfg(feature = "rpc")]
 
+#[path = "common/poll.rs"]
+mod poll;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use poll::until;
 use snakemq::Messaging;
 use snakemq::rpc::Rpc;
 use tokio::sync::{Notify, Semaphore};
@@ -99,18 +103,6 @@ async fn a_call_survives_the_server_restarting_and_runs_once() -> TestResult {
     assert_eq!(second.passed.load(Ordering::SeqCst), 1);
     client.shutdown().await;
     server.shutdown().await;
-    Ok(())
-}
-
-/// Waits until `done` holds; for state that no event reports.
-async fn until(mut done: impl FnMut() -> bool) -> TestResult {
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !done() {
-        if tokio::time::Instant::now() > give_up {
-            return Err("condition not reached".into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     Ok(())
 }
 
