@@ -321,11 +321,19 @@ impl WriteHalf {
 
     async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
         while !buf.is_empty() {
-            let n = self.with_stream(|s, cx| s.poll_write(cx, buf)).await?;
+            // Counted under the lock of the write itself: no second lock per write.
+            let n = poll_fn(|cx| {
+                let mut half = self.lock();
+                let polled = Pin::new(&mut half.stream).poll_write(cx, buf);
+                if let Poll::Ready(Ok(n)) = polled {
+                    half.written += n as u64;
+                }
+                polled
+            })
+            .await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            self.lock().written += n as u64;
             buf = buf.get(n..).unwrap_or_default();
         }
         Ok(())
