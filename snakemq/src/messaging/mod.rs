@@ -347,14 +347,8 @@ impl Messaging {
             };
             let (wake, dropped_oldest) = match step {
                 Step::NotConnected => {
-                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .report(Event::Dropped {
-                            to: Arc::from(to),
-                            uuid,
-                            reason: DropReason::NotConnected,
-                        })
-                        .await;
+                    let dropped = shared.dropped(&Arc::from(to), [uuid], DropReason::NotConnected);
+                    shared.report_all(dropped).await;
                     return Ok(uuid);
                 }
                 Step::Full => {
@@ -380,16 +374,8 @@ impl Messaging {
             if !dropped_oldest.is_empty() {
                 let peer: Arc<str> = Arc::from(to);
                 shared.forget(&peer, &dropped_oldest);
-                let count = dropped_oldest.len() as u64;
-                shared.counters.dropped.fetch_add(count, Ordering::Relaxed);
-                let events = dropped_oldest
-                    .into_iter()
-                    .map(|victim| Event::Dropped {
-                        to: peer.clone(),
-                        uuid: victim.uuid,
-                        reason: DropReason::QueueFull,
-                    })
-                    .collect();
+                let uuids = dropped_oldest.into_iter().map(|victim| victim.uuid);
+                let events = shared.dropped(&peer, uuids, DropReason::QueueFull);
                 shared.report_all(events).await;
             }
             if let Some(commit) = commit {

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::clock::Clock;
 use super::config::Settings;
-use super::event::Event;
+use super::event::{DropReason, Event};
 use crate::proto::Uuid;
 
 /// A connected, identified peer.
@@ -255,6 +255,28 @@ impl Shared {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts messages given up for `to` as dropped and turns them into their `Dropped`
+    /// events, for [`Shared::report_all`].
+    pub(crate) fn dropped(
+        &self,
+        to: &Arc<str>,
+        uuids: impl IntoIterator<Item = Uuid>,
+        reason: DropReason,
+    ) -> Vec<Event> {
+        let events: Vec<Event> = uuids
+            .into_iter()
+            .map(|uuid| Event::Dropped {
+                to: to.clone(),
+                uuid,
+                reason,
+            })
+            .collect();
+        self.counters
+            .dropped
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        events
     }
 
     /// Reports an event other than a received message. Waits for room in the event queue

@@ -337,16 +337,9 @@ impl Driver {
         if let Err(error) = state.store.remove(peer, &seqs) {
             tracing::error!(%error, "store remove failed");
         }
-        self.shared
-            .counters
-            .dropped
-            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         self.shared.space.notify_waiters();
-        events.extend(doomed.into_iter().map(|(_, uuid)| Event::Dropped {
-            to: peer.clone(),
-            uuid,
-            reason: DropReason::NotConnected,
-        }));
+        let uuids = doomed.into_iter().map(|(_, uuid)| uuid);
+        events.extend(self.shared.dropped(peer, uuids, DropReason::NotConnected));
     }
 }
 

@@ -7,7 +7,7 @@ use snakemq_storage::{Expiry, Record};
 
 use super::{DIRECT_PAYLOAD, Driver, now};
 use crate::Error;
-use crate::messaging::event::{DropReason, Event};
+use crate::messaging::event::DropReason;
 use crate::messaging::state::{InFlight, is_persistent};
 use crate::proto::{self, TTL_INFINITE};
 
@@ -121,19 +121,8 @@ impl Driver {
             self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
         }
         if !expired.is_empty() {
-            let count = expired.len() as u64;
-            self.shared
-                .counters
-                .dropped
-                .fetch_add(count, Ordering::Relaxed);
-            let dropped = expired
-                .into_iter()
-                .map(|record| Event::Dropped {
-                    to: peer.clone(),
-                    uuid: record.uuid,
-                    reason: DropReason::Expired,
-                })
-                .collect();
+            let uuids = expired.into_iter().map(|record| record.uuid);
+            let dropped = self.shared.dropped(&peer, uuids, DropReason::Expired);
             self.shared.report_all(dropped).await;
         }
     }
