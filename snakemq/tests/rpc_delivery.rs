@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use poll::until;
+use poll::{until, within};
 use snakemq::rpc::Rpc;
 use snakemq::{DropReason, Event, FLAG_PERSISTENT, Messaging};
 use tokio::net::{TcpListener, TcpStream};
@@ -206,14 +206,6 @@ impl Proxy {
     fn resume(&self) {
         self.open.send_replace(true);
     }
-}
-
-/// A test waiting for something that should happen fails after a while instead of
-/// hanging.
-async fn within<T>(wait: impl std::future::Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .map_err(|_| "nothing happened in 20 s".to_owned())
 }
 
 #[tokio::test]

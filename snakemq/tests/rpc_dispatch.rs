@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use poll::until;
+use poll::{until, within};
 use snakemq::Messaging;
 use snakemq::rpc::Rpc;
 use tokio::sync::{Notify, Semaphore};
@@ -52,14 +52,6 @@ impl Gate for Gatekeeper {
     async fn next(&self, n: u32) -> u32 {
         n + 1
     }
-}
-
-/// A test waiting for something that should happen fails after a while instead of
-/// hanging.
-async fn within<T>(wait: impl std::future::Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .map_err(|_| "nothing happened in 20 s".to_owned())
 }
 
 async fn start_server(

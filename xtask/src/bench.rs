@@ -477,6 +477,16 @@ pub(crate) fn group_digits(value: f64) -> String {
     out
 }
 
+/// The line of a rendered table that mentions `what` (empty when none does), for the table
+/// tests of the benchmark drivers.
+#[cfg(test)]
+pub(crate) fn table_row<'a>(table: &'a str, what: &str) -> &'a str {
+    table
+        .lines()
+        .find(|line| line.contains(what))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,13 +117,7 @@ mod tests {
         results.insert(("ours", "calls_per_sec"), vec![100_000.0]);
         results.insert(("tarpc", "calls_per_sec"), vec![150_000.0]);
         let table = render(&results, 1, false);
-        let line = |what: &str| {
-            table
-                .lines()
-                .find(|line| line.contains(what))
-                .unwrap_or_default()
-                .to_string()
-        };
+        let line = |what: &str| crate::bench::table_row(&table, what);
         assert!(
             line("p50").ends_with("| 0.75× | <= 0.9× | yes |"),
             "{table}"

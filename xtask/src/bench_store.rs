@@ -385,13 +385,7 @@ mod tests {
         results.insert(Harness::OursMemory, vec![112.0]);
         results.insert(Harness::ZmqMemory, vec![176.0]);
         let table = render(&results, 1, false);
-        let line = |what: &str| {
-            table
-                .lines()
-                .find(|line| line.contains(what))
-                .unwrap_or_default()
-                .to_string()
-        };
+        let line = |what: &str| crate::bench::table_row(&table, what);
         assert!(line("1024 sends in flight").ends_with("| 0.60× | >= 0.5× | yes |"));
         assert!(line("Python").contains("2000.00×"));
         assert!(line("bytes of memory").ends_with("| 0.64× | <= 0.8× | yes |"));

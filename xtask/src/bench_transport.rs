@@ -158,13 +158,7 @@ mod tests {
             vec![90_000.0],
         );
         let table = render(&results, 3, false, "256", "500");
-        let line = |what: &str| {
-            table
-                .lines()
-                .find(|line| line.contains(what))
-                .unwrap_or_default()
-                .to_string()
-        };
+        let line = |what: &str| crate::bench::table_row(&table, what);
         assert!(
             line("TLS MiB/s").ends_with("| 0.80× | >= 0.7× | yes |"),
             "{table}"

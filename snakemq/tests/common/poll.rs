@@ -1,4 +1,6 @@
-//! Waiting for state that no event reports (`#[path]` include).
+//! Bounded waits for tests (`#[path]` include): for something that should happen, and for
+//! state that no event reports.
+#![allow(dead_code)] // each test binary uses a different part of this helper
 
 use std::time::Duration;
 
@@ -15,4 +17,11 @@ pub(crate) async fn until(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// A test waiting for something that should happen fails after 20 s instead of hanging.
+pub(crate) async fn within<T>(wait: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .map_err(|_| "nothing happened in 20 s".to_owned())
 }
