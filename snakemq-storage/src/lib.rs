@@ -118,6 +118,20 @@ pub trait QueueStore: Send + 'static {
         Ok(())
     }
 
+    /// Makes a batch durable like [`QueueStore::write`], but may leave applying it to the
+    /// store's tables for later: until [`QueueStore::settle`] returns, reads
+    /// ([`QueueStore::read`], [`QueueStore::stats`], [`QueueStore::recent_received`], ...)
+    /// may not see it. For a writer that owns the store and settles before it reads (the
+    /// messaging layer's storage writer); the default is [`QueueStore::write`].
+    fn write_deferred(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.write(batch)
+    }
+
+    /// Applies every batch given to [`QueueStore::write_deferred`] so that reads see it.
+    fn settle(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Remembers the id of a message received from `peer` (for duplicate suppression
     /// across restarts). Stores that do not persist anything keep nothing.
     fn remember_received(&mut self, peer: &str, uuid: Uuid) -> Result<(), StorageError> {

@@ -6,14 +6,21 @@
 //! `stats` nor `peers` ever counts rows. The file runs in WAL mode, locked for this store
 //! alone. A [`WriteBatch`] is one transaction and one commit.
 
+mod commit_log;
+mod log_codec;
 mod schema;
 mod writer;
 
+use commit_log::{Appended, CommitLog};
+
 use writer::{Writer, record_from_row};
+#[cfg(test)]
+mod commit_log_tests;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -37,6 +44,10 @@ impl Default for SqliteOptions {
         }
     }
 }
+
+/// Deferred operations after which they are applied to the tables even while writes keep
+/// coming (an idle writer applies them sooner, see [`QueueStore::settle`]).
+const SETTLE_AT: usize = 4096;
 
 /// `messages.kind`: how the expiry is stored (the deadline column holds `At`'s time).
 const KIND_NEVER: i64 = 0;
@@ -82,6 +93,10 @@ pub struct SqliteStore {
     cache: PeerCache,
     next_seq: u64,
     removed_at_open: u64,
+    /// The commit log (`Full` durability, from the first deferred write on).
+    log: Option<CommitLog>,
+    /// Batches made durable by the commit log and not yet applied to the tables.
+    pending: WriteBatch,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -141,8 +156,11 @@ impl SqliteStore {
             cache: PeerCache::default(),
             next_seq: 1,
             removed_at_open: 0,
+            log: None,
+            pending: WriteBatch::new(),
         };
         store.reload()?;
+        store.replay_commit_log()?;
         store.removed_at_open = store.transact(|w| w.remove_while_connected())?;
         crate::record::report_removed_at_open(&store.path, store.removed_at_open);
         Ok(store)
@@ -246,6 +264,119 @@ impl SqliteStore {
     fn peer_id(&self, peer: &str) -> Option<i64> {
         self.cache.ids.get(peer).copied()
     }
+
+    /// Applies what a commit log left by an earlier run holds (batches made durable there
+    /// and maybe not in the tables), syncs the tables, and starts the log over.
+    fn replay_commit_log(&mut self) -> Result<(), StorageError> {
+        let batches = CommitLog::recover(&self.path)?;
+        if !batches.is_empty() {
+            let records = batches.len();
+            // Synced whatever the durability: the log is reset right after.
+            self.transact(|w| {
+                for batch in &batches {
+                    w.replay(batch)?;
+                }
+                w.touch_meta()
+            })?;
+            tracing::info!(path = %self.path.display(), records, "replayed the commit log");
+        }
+        if commit_log::path_for(&self.path).exists() {
+            self.log = Some(CommitLog::create(&self.path)?);
+        }
+        Ok(())
+    }
+
+    /// Applies the deferred batches to the tables, without a sync of their own: the
+    /// commit log holds them durably until [`SqliteStore::checkpoint`].
+    fn settle_pending(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let cancelled = cancel_acknowledged(&mut pending);
+        let result = self.without_sync(|store| {
+            store.transact(|w| {
+                pending.apply(w)?;
+                if let Some(seq) = cancelled {
+                    w.cover_removed(seq);
+                }
+                Ok(())
+            })
+        });
+        if result.is_err() {
+            // Rolled back: still durable in the log, and tried again at the next settle.
+            self.pending = pending;
+        }
+        result
+    }
+
+    /// Runs `f` in a synced transaction (after the deferred batches). Everything in the
+    /// tables is then on disk, so the commit log starts over.
+    fn synced<T>(
+        &mut self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StorageError> {
+        self.settle_pending()?;
+        let out = self.transact(f)?;
+        self.log_absorbed()?;
+        Ok(out)
+    }
+
+    /// After a synced commit: the log's records are all in the tables on disk.
+    fn log_absorbed(&mut self) -> Result<(), StorageError> {
+        match self.log.as_mut() {
+            Some(log) if !log.is_empty() && self.options.durability == Durability::Full => {
+                log.reset()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves everything in the commit log into the tables and onto the disk, and starts
+    /// the log over (when it is full, and when the store is closed).
+    fn checkpoint(&mut self) -> Result<(), StorageError> {
+        self.synced(|w| w.touch_meta())
+    }
+}
+
+/// Drops the pushes that a later removal of the same batch takes back, with those
+/// removals: an acknowledged message then never reaches the tables at all. Returns the
+/// highest number dropped (numbers are never given out twice, also across restarts).
+fn cancel_acknowledged(batch: &mut WriteBatch) -> Option<u64> {
+    if batch.pushes.is_empty() || batch.removes.is_empty() {
+        return None;
+    }
+    let pushed: foldhash::HashSet<(&str, u64)> = batch
+        .pushes
+        .iter()
+        .map(|(peer, record)| (&**peer, record.seq))
+        .collect();
+    let cancelled: foldhash::HashSet<(Arc<str>, u64)> = batch
+        .removes
+        .iter()
+        .filter(|(peer, seq)| pushed.contains(&(&**peer, *seq)))
+        .cloned()
+        .collect();
+    let highest = cancelled.iter().map(|(_, seq)| *seq).max()?;
+    batch
+        .pushes
+        .retain(|(peer, record)| !cancelled.contains(&(peer.clone(), record.seq)));
+    batch
+        .removes
+        .retain(|(peer, seq)| !cancelled.contains(&(peer.clone(), *seq)));
+    Some(highest)
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let used = self.log.as_ref().is_some_and(|log| !log.is_empty());
+        if used || !self.pending.is_empty() {
+            // A clean close leaves an empty log; if this fails, the next open replays it.
+            if let Err(error) = self.checkpoint() {
+                tracing::warn!(%error, "closing the store: the commit log stays for the next open");
+            }
+        }
+    }
 }
 
 fn load_cache(conn: &Connection) -> Result<(PeerCache, u64), rusqlite::Error> {
@@ -309,12 +440,12 @@ impl QueueStore for SqliteStore {
     fn push(&mut self, peer: &str, record: NewRecord) -> Result<u64, StorageError> {
         let record = Record::from_new(self.next_seq, record);
         let seq = record.seq;
-        self.transact(|w| w.insert(peer, &record))?;
+        self.synced(|w| w.insert(peer, &record))?;
         Ok(seq)
     }
 
     fn insert(&mut self, peer: &str, record: Record) -> Result<(), StorageError> {
-        self.transact(|w| w.insert(peer, &record))
+        self.synced(|w| w.insert(peer, &record))
     }
 
     fn last_seq(&self) -> Result<Option<u64>, StorageError> {
@@ -328,6 +459,7 @@ impl QueueStore for SqliteStore {
         limit: usize,
         out: &mut Vec<Record>,
     ) -> Result<(), StorageError> {
+        debug_assert!(self.pending.is_empty(), "read before settle");
         let Some(id) = self.peer_id(peer) else {
             return Ok(());
         };
@@ -351,7 +483,7 @@ impl QueueStore for SqliteStore {
         if self.peer_id(peer).is_none() || seqs.is_empty() {
             return Ok(0);
         }
-        self.transact(|w| w.remove_seqs(peer, seqs))
+        self.synced(|w| w.remove_seqs(peer, seqs))
     }
 
     fn expire(
@@ -365,7 +497,7 @@ impl QueueStore for SqliteStore {
             return Ok(());
         }
         let start = out.len();
-        let result = self.transact(|w| w.expire(now_ms, protect, out));
+        let result = self.synced(|w| w.expire(now_ms, protect, out));
         if result.is_err() {
             // Rolled back: nothing was removed, so nothing is reported.
             out.truncate(start);
@@ -414,14 +546,57 @@ impl QueueStore for SqliteStore {
             return Ok(());
         }
         if batch.needs_sync() {
-            self.transact(|w| batch.apply(w))
+            self.synced(|w| batch.apply(w))
         } else {
+            self.settle_pending()?;
             self.without_sync(|store| store.transact(|w| batch.apply(w)))
         }
     }
 
+    /// In `Full` durability: one write of the batch to the commit log (see
+    /// `sqlite/commit_log.rs`); the tables get it at the next [`QueueStore::settle`] or
+    /// after [`SETTLE_AT`] deferred operations, in one transaction without a sync.
+    fn write_deferred(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.options.durability != Durability::Full {
+            return self.write(batch);
+        }
+        if self.log.is_none() {
+            self.log = Some(CommitLog::create(&self.path)?);
+        }
+        let mut appended = self.append_to_log(&batch)?;
+        if appended == Appended::Full {
+            self.checkpoint()?;
+            appended = self.append_to_log(&batch)?;
+        }
+        if appended != Appended::Durable {
+            return self.write(batch);
+        }
+        for (_, record) in &batch.pushes {
+            self.next_seq = self.next_seq.max(record.seq.saturating_add(1));
+        }
+        let WriteBatch {
+            pushes,
+            removes,
+            received,
+        } = batch;
+        self.pending.pushes.extend(pushes);
+        self.pending.removes.extend(removes);
+        self.pending.received.extend(received);
+        if self.pending.len() >= SETTLE_AT {
+            self.settle_pending()?;
+        }
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), StorageError> {
+        self.settle_pending()
+    }
+
     fn remember_received(&mut self, peer: &str, uuid: Uuid) -> Result<(), StorageError> {
-        self.transact(|w| w.remember(peer, &uuid))
+        self.synced(|w| w.remember(peer, &uuid))
     }
 
     fn recent_received(
@@ -430,6 +605,7 @@ impl QueueStore for SqliteStore {
         limit: usize,
         out: &mut Vec<Uuid>,
     ) -> Result<(), StorageError> {
+        debug_assert!(self.pending.is_empty(), "read before settle");
         let Some(id) = self.peer_id(peer) else {
             return Ok(());
         };
@@ -466,6 +642,13 @@ impl QueueStore for SqliteStore {
 }
 
 impl SqliteStore {
+    fn append_to_log(&mut self, batch: &WriteBatch) -> Result<Appended, StorageError> {
+        match self.log.as_mut() {
+            Some(log) => log.append(batch),
+            None => Ok(Appended::TooLarge),
+        }
+    }
+
     fn stats_of(&self, id: i64) -> Result<PeerStats, StorageError> {
         let Some(row) = self.cache.rows.get(&id) else {
             return Ok(PeerStats::default());

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{KIND_AT, KIND_NEVER, KIND_WHILE_CONNECTED, PeerCache, PeerRow};
 use crate::batch::BatchTarget;
-use crate::{Expiry, Record, Uuid};
+use crate::{Expiry, Record, Uuid, WriteBatch};
 
 /// Rows per multi-row `INSERT`, largest first; a batch uses the largest that fits, so a
 /// handful of statement shapes (all in the statement cache) cover every batch size.
@@ -217,6 +217,55 @@ impl<'a> Writer<'a> {
             .execute(params![id, seq])?;
         self.counts(id, -1, -size);
         Ok(true)
+    }
+
+    /// Applies a batch found in the commit log, which the tables may hold already (all,
+    /// part or none of it): pushes that are there are skipped, removals of messages that
+    /// are not are no-ops. A received id may be remembered twice, which only takes a slot
+    /// of the duplicate window.
+    pub(super) fn replay(&mut self, batch: &WriteBatch) -> Result<(), rusqlite::Error> {
+        for (peer, record) in &batch.pushes {
+            let id = self.peer_id(peer)?;
+            let seq = i64::try_from(record.seq).unwrap_or(i64::MAX);
+            let there = self
+                .conn
+                .prepare_cached("SELECT 1 FROM messages WHERE peer = ?1 AND seq = ?2")?
+                .query_row(params![id, seq], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if there {
+                self.next_seq = self.next_seq.max(record.seq.saturating_add(1));
+            } else {
+                self.insert(peer, record)?;
+            }
+        }
+        for (peer, seq) in &batch.removes {
+            self.remove_seqs(peer, std::slice::from_ref(seq))?;
+        }
+        for (peer, uuid) in &batch.received {
+            self.remember(peer, uuid)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the next sequence number cover `seq`, a number used by a message that never
+    /// reached the tables (pushed and acknowledged before they were written).
+    pub(super) fn cover_removed(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+        self.removed_highest = true;
+    }
+
+    /// Writes a counter in `meta`, so that the commit has a page to write (and, in `Full`
+    /// durability, a log to sync: the sync that makes the unsynced commits before it
+    /// durable too).
+    pub(super) fn touch_meta(&mut self) -> Result<(), rusqlite::Error> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('checkpoints', 1)
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            )?
+            .execute([])?;
+        Ok(())
     }
 
     pub(super) fn remember(&mut self, peer: &str, uuid: &Uuid) -> Result<(), rusqlite::Error> {

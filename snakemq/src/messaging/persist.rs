@@ -3,9 +3,12 @@
 //! Every persistent push, every removal of a persistent message (acknowledged, expired,
 //! dropped) and every received id to remember becomes an [`Op`] on one channel. The
 //! thread takes the first op, drains everything else already waiting into one
-//! [`WriteBatch`], applies it as one transaction with one commit (one fsync in `Full`
-//! durability), and then completes every waiting sender. Many concurrent sends therefore
-//! share one fsync, and the async threads never block on disk I/O.
+//! [`WriteBatch`], makes it durable with one write (`QueueStore::write_deferred`: one
+//! synced commit log record for SQLite in `Full` durability, one synced commit elsewhere),
+//! and then completes every waiting sender. Many concurrent sends therefore share one
+//! sync, and the async threads never block on disk I/O. The store applies deferred
+//! batches to its tables when the writer settles it: before serving a read, and whenever
+//! no op is waiting.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -172,29 +175,48 @@ pub(crate) async fn committed(wait: oneshot::Receiver<CommitResult>) -> Result<(
 }
 
 /// The next op: looked for until `spin_until` (yielding the CPU between looks), then
-/// waited for until `deadline` (for ever without one). `None`: none came in time, or
-/// every sender is gone.
-fn next_op(
-    rx: &mpsc::Receiver<Op>,
-    spin_until: Option<Instant>,
-    deadline: Option<Instant>,
-) -> Option<Op> {
-    if let Some(until) = spin_until {
-        let until = deadline.map_or(until, |deadline| deadline.min(until));
-        loop {
-            match rx.try_recv() {
-                Ok(op) => return Some(op),
-                Err(mpsc::TryRecvError::Disconnected) => return None,
-                Err(mpsc::TryRecvError::Empty) if Instant::now() >= until => break,
-                Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+/// waited for until `deadline`. `None`: none came in time, or every sender is gone.
+fn next_op(rx: &mpsc::Receiver<Op>, spin_until: Option<Instant>, deadline: Instant) -> Option<Op> {
+    match poll_op(rx, spin_until.map(|until| until.min(deadline))) {
+        Polled::Op(op) => Some(op),
+        Polled::Closed => None,
+        Polled::Empty => rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok(),
+    }
+}
+
+/// What [`poll_op`] found.
+enum Polled {
+    Op(Op),
+    /// Nothing yet.
+    Empty,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// The next op if one comes before `spin_until` (looked for without sleeping, yielding
+/// the CPU between looks), else [`Polled::Empty`].
+fn poll_op(rx: &mpsc::Receiver<Op>, spin_until: Option<Instant>) -> Polled {
+    loop {
+        match rx.try_recv() {
+            Ok(op) => return Polled::Op(op),
+            Err(mpsc::TryRecvError::Disconnected) => return Polled::Closed,
+            Err(mpsc::TryRecvError::Empty) => {
+                if spin_until.is_none_or(|until| Instant::now() >= until) {
+                    return Polled::Empty;
+                }
+                std::thread::yield_now();
             }
         }
     }
-    match deadline {
-        None => rx.recv().ok(),
-        Some(deadline) => rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .ok(),
+}
+
+/// Applies deferred batches to the store's tables; a failure is logged (the batches stay
+/// durable in the store's log, and the next settle tries again).
+fn settle(store: &mut dyn QueueStore) {
+    if let Err(error) = store.settle() {
+        tracing::error!(%error, "applying committed batches to the store failed");
     }
 }
 
@@ -203,7 +225,19 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
     let _entered = span.enter();
     // Set after a commit that a few senders waited for (see SPIN).
     let mut spin_until: Option<Instant> = None;
-    while let Some(first) = next_op(&rx, spin_until, None) {
+    loop {
+        let first = match poll_op(&rx, spin_until) {
+            Polled::Op(op) => op,
+            Polled::Closed => break,
+            Polled::Empty => {
+                // Idle: a good moment to apply deferred batches to the store's tables.
+                settle(&mut *store);
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            }
+        };
         let mut batch = WriteBatch::new();
         let mut waiting = Vec::new();
         let mut loads = Vec::new();
@@ -240,7 +274,7 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
                 if next.is_none() && only_removals(&batch, &waiting, &loads, &pages) {
                     let deadline = *removals_since.get_or_insert_with(Instant::now) + REMOVAL_DELAY;
                     if Instant::now() < deadline {
-                        next = next_op(&rx, spin_until, Some(deadline));
+                        next = next_op(&rx, spin_until, deadline);
                     }
                 }
             }
@@ -249,7 +283,7 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
             Ok(())
         } else {
             let ops = batch.len();
-            let result = store.write(batch).map_err(Arc::new);
+            let result = store.write_deferred(batch).map_err(Arc::new);
             match &result {
                 Ok(()) => tracing::trace!(ops, waiters = waiting.len(), "group committed"),
                 Err(error) => tracing::error!(%error, ops, "group commit failed"),
@@ -260,6 +294,9 @@ fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
             .then(|| Instant::now() + SPIN);
         for done in waiting {
             let _ = done.send(result.clone());
+        }
+        if !loads.is_empty() || !pages.is_empty() {
+            settle(&mut *store);
         }
         for (peer, limit, reply) in loads {
             let mut ids = Vec::new();
