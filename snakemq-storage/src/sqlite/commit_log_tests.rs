@@ -246,3 +246,21 @@ fn bad_log_files_are_typed_errors_naming_the_log() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_log_left_by_a_full_run_is_replayed_in_normal_durability() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let bob: Arc<str> = Arc::from("bob");
+    let mut store = open(&path)?;
+    store.write_deferred(pushes(&bob, 1..=2, 10))?;
+    store.abandon();
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&path, options)?;
+    assert_eq!(queued(&store, "bob")?, vec![1, 2]);
+    assert!(CommitLog::recover(&path)?.is_empty());
+    Ok(())
+}
