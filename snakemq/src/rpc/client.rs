@@ -103,11 +103,9 @@ impl Client {
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let expires = tokio::time::Instant::now() + self.deadline;
-        let mut call = Envelope::new(Kind::Call, id)
-            .target(&self.object, method)
-            .with_body(body);
-        call.deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
-        let data = call.to_data();
+        let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        let data = Envelope::request_data(Kind::Call, id, &self.object, method, &body, deadline_ms);
+        drop(body);
         {
             let mut calls = inner.lock_calls();
             if calls.pending.len() >= inner.config.max_calling {
@@ -166,10 +164,8 @@ impl Client {
         persistent: bool,
     ) -> Result<(), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let signal = Envelope::new(Kind::Signal, id)
-            .target(&self.object, method)
-            .with_body(body);
-        let mut message = Message::new(signal.to_data());
+        let data = Envelope::request_data(Kind::Signal, id, &self.object, method, &body, 0);
+        let mut message = Message::new(data);
         if let Some(ttl) = ttl.or(self.signal_ttl) {
             message = message.ttl(ttl);
         }

@@ -188,8 +188,17 @@ struct Serving {
     per_peer: foldhash::HashMap<Arc<str>, usize>,
 }
 
-/// A served object: its tower service, type-erased.
-type ObjectHandle = BoxCloneService<RpcRequest, Handled, BoxError>;
+/// A served object.
+#[derive(Clone)]
+enum ObjectHandle {
+    /// Served without layers ([`Rpc::serve`]): called directly. The type-erased tower
+    /// path costs three allocations per call (the boxed clone of the service, tower's
+    /// boxed future and the service's own) that a bare [`ObjectService`], always ready,
+    /// does not need.
+    Plain(ObjectService),
+    /// Any tower service ([`Rpc::serve_with`], [`Rpc::serve_service`]), type-erased.
+    Layered(BoxCloneService<RpcRequest, Handled, BoxError>),
+}
 
 struct Inner {
     messaging: Messaging,
@@ -289,7 +298,11 @@ impl Rpc {
     /// Registers `server` (a generated `<Trait>Server`) under `object`, replacing a
     /// previous one; returns whether one was replaced.
     pub fn serve(&self, object: &str, server: impl Serve) -> bool {
-        self.serve_service(object, ObjectService::new(server))
+        let handle = ObjectHandle::Plain(ObjectService::new(server));
+        self.inner
+            .lock_servers()
+            .insert(Arc::from(object), handle)
+            .is_some()
     }
 
     /// Registers `server` under `object` wrapped in a tower layer: every call to the
@@ -337,7 +350,7 @@ impl Rpc {
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
-        let handle = BoxCloneService::new(service.map_err(Into::into));
+        let handle = ObjectHandle::Layered(BoxCloneService::new(service.map_err(Into::into)));
         self.inner
             .lock_servers()
             .insert(Arc::from(object), handle)

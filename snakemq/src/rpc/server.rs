@@ -11,11 +11,11 @@ use bytes::Bytes;
 
 use tower::{Service, ServiceExt};
 
-use super::Inner;
 use super::cache::Entry;
 use super::envelope::{APPLICATION_ERROR, Envelope, Kind};
 use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
+use super::{Inner, ObjectHandle};
 use crate::Message;
 
 /// What a handler produced.
@@ -157,7 +157,7 @@ pub(super) fn incoming(
         return;
     };
     let service = inner.lock_servers().get(call.object.as_str()).cloned();
-    let Some(mut service) = service else {
+    let Some(service) = service else {
         let detail = format!("no object {:?}", call.object);
         respond(
             inner,
@@ -185,9 +185,14 @@ pub(super) fn incoming(
         let _slot = slot;
         // Readiness is part of the call: a concurrency limit waits here, a load-shed
         // layer fails here (sent back as busy).
-        let run = async { service.ready().await?.call(request).await };
+        let run = async {
+            match service {
+                ObjectHandle::Plain(object) => object.run(&request.method, request.body).await,
+                ObjectHandle::Layered(mut service) => service.ready().await?.call(request).await,
+            }
+        };
         let result = match deadline {
-            Some(d) => tokio::time::timeout(d, run).await.ok(),
+            Some(d) => lazy_timeout(d, run).await,
             None => Some(run.await),
         };
         let reply = match result {
@@ -323,4 +328,25 @@ async fn send_reply(
         tracing::warn!(peer = %to, %error, "rpc reply not queued");
     }
     drop(hold);
+}
+
+/// `tokio::time::timeout` whose timer starts at the first poll that finds the future not
+/// done (in `run_or_spawn`, right away): a handler that answers at once, the common case,
+/// costs no clock read and no timer. `None`: the time ran out.
+async fn lazy_timeout<F: Future>(limit: Duration, inner: F) -> Option<F::Output> {
+    let mut inner = std::pin::pin!(inner);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(output) = inner.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(output));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(limit)));
+        }
+        match timer.as_mut().as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| None),
+            None => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
