@@ -180,6 +180,101 @@ impl Envelope {
     }
 }
 
+/// The wire shape of [`Envelope`] with its text fields as bytes: protobuf encodes `string`
+/// and `bytes` fields alike, and a `Bytes` field decoded from `Bytes` is a slice of the
+/// message data, where a `String` is an allocation and a copy.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawEnvelope {
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(fixed64, tag = "2")]
+    id: u64,
+    #[prost(bytes = "bytes", tag = "3")]
+    object: Bytes,
+    #[prost(bytes = "bytes", tag = "4")]
+    method: Bytes,
+    #[prost(bytes = "bytes", tag = "5")]
+    body: Bytes,
+    #[prost(uint32, tag = "6")]
+    error: u32,
+    #[prost(bytes = "bytes", tag = "7")]
+    detail: Bytes,
+    #[prost(uint32, tag = "8")]
+    deadline_ms: u32,
+}
+
+/// A received envelope whose fields stay in the message data (no allocation per field):
+/// what [`Envelope::from_data`] accepts, it accepts, and the other way round.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    raw: RawEnvelope,
+}
+
+impl Received {
+    /// Decodes message data; `None` when it lacks the prefix, is not an envelope, or a
+    /// text field is not UTF-8 (which prost refuses for `string` fields too).
+    pub(crate) fn from_data(data: &Bytes) -> Option<Self> {
+        if !data.starts_with(PREFIX) {
+            return None;
+        }
+        let raw = RawEnvelope::decode(data.slice(PREFIX.len()..)).ok()?;
+        for text in [&raw.object, &raw.method, &raw.detail] {
+            std::str::from_utf8(text).ok()?;
+        }
+        Some(Received { raw })
+    }
+
+    /// The kind, if known.
+    pub(crate) fn kind(&self) -> Option<Kind> {
+        Kind::from_code(self.raw.kind)
+    }
+
+    /// The kind's wire code.
+    pub(crate) fn kind_code(&self) -> u32 {
+        self.raw.kind
+    }
+
+    /// The request id.
+    pub(crate) fn id(&self) -> u64 {
+        self.raw.id
+    }
+
+    /// The caller's wait in milliseconds (0: none given).
+    pub(crate) fn deadline_ms(&self) -> u32 {
+        self.raw.deadline_ms
+    }
+
+    /// The object name (checked UTF-8 in `from_data`).
+    pub(crate) fn object(&self) -> &str {
+        std::str::from_utf8(&self.raw.object).unwrap_or_default()
+    }
+
+    /// The method name (checked UTF-8 in `from_data`).
+    pub(crate) fn method(&self) -> &str {
+        std::str::from_utf8(&self.raw.method).unwrap_or_default()
+    }
+
+    /// The body, a slice of the message data.
+    pub(crate) fn body(&self) -> Bytes {
+        self.raw.body.clone()
+    }
+
+    /// The same envelope as an [`Envelope`] (for a reply handed to its caller).
+    pub(crate) fn into_envelope(self) -> Envelope {
+        let text = |b: &Bytes| std::str::from_utf8(b).unwrap_or_default().to_owned();
+        Envelope {
+            kind: self.raw.kind,
+            id: self.raw.id,
+            object: text(&self.raw.object),
+            method: text(&self.raw.method),
+            detail: text(&self.raw.detail),
+            body: self.raw.body,
+            error: self.raw.error,
+            deadline_ms: self.raw.deadline_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,11 +294,55 @@ mod tests {
                             let direct =
                                 Envelope::request_data(kind, id, object, method, body, deadline_ms);
                             assert_eq!(direct, envelope.to_data());
-                            assert_eq!(Envelope::from_data(&direct), Some(envelope));
+                            assert_eq!(Envelope::from_data(&direct), Some(envelope.clone()));
+                            let received =
+                                Received::from_data(&direct).map(Received::into_envelope);
+                            assert_eq!(received, Some(envelope));
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod received_tests {
+    use super::*;
+
+    /// Accepted and refused alike by both decoders: text fields that are not UTF-8, a
+    /// wrong wire type, a truncated field, unknown fields, repeated fields.
+    #[test]
+    fn received_agrees_with_the_derived_decoder() {
+        let full = {
+            let mut e = Envelope::new(Kind::ReplyErr, 9).target("obj", "meth");
+            e.body = Bytes::from_static(b"body");
+            e.error = 3;
+            e.detail = "why".into();
+            e.deadline_ms = 5;
+            e.to_data()
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            full.to_vec(),
+            [PREFIX, b"\x1a\x02\xff\xfe"].concat(),
+            [PREFIX, b"\x22\x01\x80"].concat(),
+            [PREFIX, b"\x3a\x02\xc3\x28"].concat(),
+            [PREFIX, b"\x1d\x00\x00\x00\x00"].concat(),
+            [PREFIX, b"\x08"].concat(),
+            [PREFIX, b"\x2a\x05ab"].concat(),
+            [PREFIX, b"\x08\x01\x78\x05\x08\x02"].concat(),
+            [PREFIX, b"\x1a\x01a\x1a\x01b"].concat(),
+            [PREFIX, b""].concat(),
+            b"SRPC".to_vec(),
+        ];
+        for cut in 0..full.len() {
+            cases.push(full.get(..cut).unwrap_or_default().to_vec());
+        }
+        for case in cases {
+            let data = Bytes::from(case);
+            let derived = Envelope::from_data(&data);
+            let received = Received::from_data(&data).map(Received::into_envelope);
+            assert_eq!(received, derived, "{data:?}");
         }
     }
 }

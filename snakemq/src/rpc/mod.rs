@@ -520,7 +520,9 @@ impl Rpc {
     }
 
     fn handle(&self, from: Arc<str>, message: &ReceivedMessage, hold: server::Hold) {
-        let Some(envelope) = Envelope::from_data(&message.data) else {
+        // (Decoded without an allocation per text field: a call's object and method are
+        // looked at, not kept.)
+        let Some(envelope) = envelope::Received::from_data(&message.data) else {
             self.inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %from, "malformed rpc envelope dropped");
             return;
@@ -535,17 +537,17 @@ impl Rpc {
                 // Only the peer that was called may answer a call.
                 if calls
                     .pending
-                    .get(&envelope.id)
+                    .get(&envelope.id())
                     .is_some_and(|call| call.peer == from)
                 {
-                    if let Some(call) = calls.pending.remove(&envelope.id) {
-                        let _ = call.reply.send(envelope);
+                    if let Some(call) = calls.pending.remove(&envelope.id()) {
+                        let _ = call.reply.send(envelope.into_envelope());
                     }
                 }
             }
             None => {
                 self.inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %from, kind = envelope.kind, "rpc envelope of unknown kind dropped");
+                tracing::warn!(peer = %from, kind = envelope.kind_code(), "rpc envelope of unknown kind dropped");
             }
         }
     }

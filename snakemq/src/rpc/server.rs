@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tower::{Service, ServiceExt};
 
 use super::cache::Entry;
-use super::envelope::{APPLICATION_ERROR, Envelope, Kind};
+use super::envelope::{APPLICATION_ERROR, Envelope, Kind, Received};
 use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
 use super::{Inner, ObjectHandle};
@@ -115,12 +115,12 @@ fn error_reply(inner: &Inner, id: u64, kind: RemoteErrorKind, detail: String) ->
 pub(super) fn incoming(
     inner: &Arc<Inner>,
     from: Arc<str>,
-    call: Envelope,
+    call: Received,
     data: &Bytes,
     signal: bool,
     hold: Hold,
 ) {
-    let id = call.id;
+    let id = call.id();
     if !signal {
         let mut cache = inner.lock_cache();
         match cache.get(&from, id) {
@@ -132,17 +132,17 @@ pub(super) fn incoming(
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 let reply = reply.clone();
                 drop(cache);
-                send_data(inner, from, reply, ttl_of(call.deadline_ms), hold);
+                send_data(inner, from, reply, ttl_of(call.deadline_ms()), hold);
                 return;
             }
             None => cache.start(from.clone(), id),
         }
     }
-    let deadline_ms = call.deadline_ms;
+    let deadline_ms = call.deadline_ms();
     let Some(slot) = Slot::acquire(inner, &from) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         if signal {
-            tracing::warn!(peer = %from, method = %call.method, "rpc signal dropped: busy");
+            tracing::warn!(peer = %from, method = %call.method(), "rpc signal dropped: busy");
         } else {
             inner.lock_cache().forget(&from, id);
             let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
@@ -156,9 +156,9 @@ pub(super) fn incoming(
         }
         return;
     };
-    let service = inner.lock_servers().get(call.object.as_str()).cloned();
+    let service = inner.lock_servers().get(call.object()).cloned();
     let Some(service) = service else {
-        let detail = format!("no object {:?}", call.object);
+        let detail = format!("no object {:?}", call.object());
         respond(
             inner,
             &from,
@@ -171,14 +171,6 @@ pub(super) fn incoming(
     };
     let deadline = ttl_of(deadline_ms);
     let data = data.clone();
-    let request = RpcRequest {
-        peer: from.clone(),
-        object: call.object,
-        method: call.method,
-        body: call.body,
-        deadline,
-        signal,
-    };
     let inner = inner.clone();
     let runtime = inner.runtime.clone();
     run_or_spawn(&runtime, async move {
@@ -187,8 +179,18 @@ pub(super) fn incoming(
         // layer fails here (sent back as busy).
         let run = async {
             match service {
-                ObjectHandle::Plain(object) => object.run(&request.method, request.body).await,
-                ObjectHandle::Layered(mut service) => service.ready().await?.call(request).await,
+                ObjectHandle::Plain(object) => object.run(call.method(), call.body()).await,
+                ObjectHandle::Layered(mut service) => {
+                    let request = RpcRequest {
+                        peer: from.clone(),
+                        object: call.object().to_owned(),
+                        method: call.method().to_owned(),
+                        body: call.body(),
+                        deadline,
+                        signal,
+                    };
+                    service.ready().await?.call(request).await
+                }
             }
         };
         let result = match deadline {

@@ -83,7 +83,7 @@ impl ObjectService {
         &self,
         method: &str,
         body: Bytes,
-    ) -> impl Future<Output = Result<Handled, BoxError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Handled, BoxError>> + Send + 'static + use<> {
         let started = self.server.call(method, body);
         async move {
             // The handler runs inside this future, not in a task of its own: the call's

@@ -140,7 +140,14 @@ impl Driver {
                     .entry(peer.clone())
                     .or_insert_with(|| DedupWindow::new(window)),
             };
-            fresh.extend(frames.iter().map(|f| dedup.insert(f.uuid)));
+            // (What the tap recognises as its own duplicates stays out of the window: one
+            // cache miss less per message in a window of tens of thousands of ids.)
+            let tap = self.shared.tap.get();
+            fresh.extend(
+                frames.iter().map(|f| {
+                    tap.is_some_and(|t| t.drops_duplicates(&f.data)) || dedup.insert(f.uuid)
+                }),
+            );
         } else {
             fresh.resize(frames.len(), true);
         }

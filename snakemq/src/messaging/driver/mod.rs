@@ -168,6 +168,14 @@ impl Driver {
         // timer that fires before the current deadline finds nothing due and is re-armed.
         let timer = tokio::time::sleep_until(Instant::now() + NEVER);
         tokio::pin!(timer);
+        // The shutdown and wake-up futures live across turns too: made afresh each turn,
+        // each registered itself (a lock) and took itself out again (another) in every
+        // turn, four or more turns per RPC call.
+        let cancelled = shared.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let wake = self.wake.clone();
+        let notified = wake.notified();
+        tokio::pin!(notified);
         let mut armed: Option<Instant> = None;
         loop {
             let deadline = match (
@@ -181,7 +189,6 @@ impl Driver {
                 timer.as_mut().reset(deadline);
                 armed = Some(deadline);
             }
-            let wake = self.wake.clone();
             // Acknowledgements ride with the next outgoing data. When nothing else is ready,
             // the tasks that are ready get one turn first (the application answering a
             // request queues its reply, and the request's ack leaves in the same write),
@@ -191,7 +198,7 @@ impl Driver {
             let mut acks_now = false;
             tokio::select! {
                 biased;
-                _ = shared.shutdown.cancelled() => {
+                () = &mut cancelled => {
                     // What the application finished before the shutdown is acknowledged
                     // (the acks go out with the final flush).
                     while let Ok(ids) = confirmed.try_recv() {
@@ -228,7 +235,10 @@ impl Driver {
                         self.confirmed(&more).await;
                     }
                 }
-                _ = wake.notified(), if self.peer.is_some() => {
+                () = notified.as_mut(), if self.peer.is_some() => {
+                    // (A fresh one for the next wake-up: a Notify permit given meanwhile
+                    // is kept for it.)
+                    notified.set(wake.notified());
                     // New messages were queued. Let the other tasks that are ready run first:
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
