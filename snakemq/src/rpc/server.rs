@@ -57,6 +57,9 @@ pub(super) type Hold = Option<tokio::sync::oneshot::Sender<()>>;
 
 /// One place among the calls that run: counted overall and for the calling peer, and
 /// given back however a call ends.
+/// How many peers' counters are kept at zero (idle) before idle ones are removed.
+const IDLE_PEERS_KEPT: usize = 64;
+
 pub(super) struct Slot {
     inner: Arc<Inner>,
     peer: Arc<str>,
@@ -66,19 +69,18 @@ impl Slot {
     /// A place for a call from `peer`, if both bounds allow one.
     fn acquire(inner: &Arc<Inner>, peer: &Arc<str>) -> Option<Slot> {
         let mut serving = inner.lock_serving();
-        let per_peer = serving.per_peer.get(peer).copied().unwrap_or(0);
-        if serving.total >= inner.config.max_serving
-            || per_peer >= inner.config.max_serving_per_peer
-        {
+        let serving = &mut *serving;
+        if serving.total >= inner.config.max_serving {
             return None;
         }
-        serving.total += 1;
         match serving.per_peer.get_mut(&**peer) {
+            Some(count) if *count >= inner.config.max_serving_per_peer => return None,
             Some(count) => *count += 1,
             None => {
                 serving.per_peer.insert(peer.clone(), 1);
             }
         }
+        serving.total += 1;
         Some(Slot {
             inner: inner.clone(),
             peer: peer.clone(),
@@ -90,9 +92,14 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut serving = self.inner.lock_serving();
         serving.total = serving.total.saturating_sub(1);
+        let crowded = serving.per_peer.len() > IDLE_PEERS_KEPT;
         if let Some(count) = serving.per_peer.get_mut(&self.peer) {
             *count = count.saturating_sub(1);
-            if *count == 0 {
+            // A peer's counter stays at zero while few peers are known (a call that runs
+            // at once took it from 0 to 1 and back: an insertion and a removal per call);
+            // beyond that, counters at zero go, so the map holds at most that many idle
+            // peers beside the busy ones.
+            if *count == 0 && crowded {
                 serving.per_peer.remove(&self.peer);
             }
         }
@@ -122,20 +129,18 @@ pub(super) fn incoming(
 ) {
     let id = call.id();
     if !signal {
-        let mut cache = inner.lock_cache();
-        match cache.get(&from, id) {
+        let known = inner.lock_cache().begin(&from, id);
+        match known {
             Some(Entry::Running) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Some(Entry::Done(reply)) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                let reply = reply.clone();
-                drop(cache);
                 send_data(inner, from, reply, ttl_of(call.deadline_ms()), hold);
                 return;
             }
-            None => cache.start(from.clone(), id),
+            None => {}
         }
     }
     let deadline_ms = call.deadline_ms();
