@@ -6,8 +6,10 @@
 //! burst of buffered packets, a wake-up for new messages, a timer), then sends what the
 //! turn produced in one write: many messages and one batched ACK frame per syscall.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -277,6 +279,19 @@ impl Driver {
             self.process_events().await?;
             if self.evicted.load(Ordering::Acquire) {
                 return Ok(Ended::Evicted);
+            }
+            // A send during this turn (typically the tap's reply to a call just read)
+            // notified this driver; the pump below takes what it queued, so that
+            // notification would only cost a turn that finds nothing. Taken here, before
+            // the pump (and polled with this task's waker, so the next one still wakes
+            // it): a send after this point notifies again.
+            if self.peer.is_some() {
+                let taken =
+                    std::future::poll_fn(|cx| Poll::Ready(notified.as_mut().poll(cx).is_ready()))
+                        .await;
+                if taken {
+                    notified.set(wake.notified());
+                }
             }
             self.pump().await;
             if acks_now {
