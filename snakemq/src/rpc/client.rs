@@ -41,11 +41,16 @@ impl std::fmt::Debug for Client {
 struct Pending<'a> {
     inner: &'a Inner,
     id: u64,
+    /// False once the reply arrived: whoever delivered it removed the call already, and
+    /// the lock and lookup of a second removal are saved.
+    armed: bool,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.inner.lock_calls().pending.remove(&self.id);
+        if self.armed {
+            self.inner.lock_calls().pending.remove(&self.id);
+        }
     }
 }
 
@@ -123,7 +128,11 @@ impl Client {
                 },
             );
         }
-        let _pending = Pending { inner, id };
+        let mut pending = Pending {
+            inner,
+            id,
+            armed: true,
+        };
         // The call expires from the queue with its deadline: a call nobody waits for must
         // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
         let ttl = self.deadline.max(Duration::from_secs(1));
@@ -137,6 +146,8 @@ impl Client {
         let reply = tokio::time::timeout_at(expires, wait)
             .await
             .map_err(|_| RpcError::Deadline)??;
+        // (`Rpc::handle` removed the call before it sent the reply.)
+        pending.armed = false;
         match reply.kind() {
             Some(Kind::ReplyOk) => Ok(Ok(reply.body)),
             Some(Kind::ReplyErr) if reply.error == APPLICATION_ERROR => Ok(Err(reply.body)),
