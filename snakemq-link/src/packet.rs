@@ -20,6 +20,8 @@ const GROWTH_STEP: usize = 1024 * 1024;
 
 /// Room offered to each read.
 const MIN_READ: usize = 64 * 1024;
+/// The room below which the read buffer grows by [`MIN_READ`] before a read.
+const MIN_ROOM: usize = 16 * 1024;
 
 /// Turns a byte stream into packet bodies.
 #[derive(Debug)]
@@ -75,11 +77,16 @@ impl PacketDecoder {
     pub fn read_buffer(&mut self) -> Result<&mut BytesMut, LinkError> {
         let want = match self.announced_size()? {
             Some(size) => (PREFIX_LEN + size).saturating_sub(self.buf.len()),
-            None => MIN_READ,
+            None => 0,
         };
         // At least MIN_READ, so one read syscall takes in hundreds of small packets.
         let step = want.clamp(MIN_READ, GROWTH_STEP);
-        if self.buf.capacity() - self.buf.len() < step {
+        // Grown when the packet being received does not fit (up to a step), or little room
+        // is left. Not whenever the room is under MIN_READ: packets handed out share the
+        // buffer, so while one is still held (a reply waiting for its caller) every read
+        // allocated a new buffer of MIN_READ.
+        let room = self.buf.capacity() - self.buf.len();
+        if room < want.min(step).max(MIN_ROOM) {
             self.buf.reserve(step);
         }
         Ok(&mut self.buf)

@@ -165,7 +165,12 @@ impl Arena {
 
     /// Forgets every payload (the queue is empty). Positions keep increasing.
     pub(super) fn clear(&mut self) {
-        self.sealed = VecDeque::new();
+        // A small deque is kept: a queue that empties after every message (one request
+        // outstanding) would otherwise allocate it again for the next one.
+        self.sealed.clear();
+        if self.sealed.capacity() > SHRINK_ABOVE {
+            self.sealed = VecDeque::new();
+        }
         self.active_start = self.end();
         if self.active_alloc > KEEP_WHEN_EMPTY {
             self.active = BytesMut::new();

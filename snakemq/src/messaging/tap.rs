@@ -20,6 +20,12 @@ pub(crate) trait Tap: Send + Sync + 'static {
     /// with: it is acknowledged at once.
     fn received(&self, from: &Arc<str>, message: ReceivedMessage) -> Option<ReceivedMessage>;
 
+    /// Whether a message with this data may skip messaging's duplicate window because
+    /// the tap drops its duplicates by itself (an RPC reply: a second copy finds no call
+    /// waiting for it). Called for every received message under messaging's lock: a
+    /// look at a few bytes, nothing more.
+    fn drops_duplicates(&self, data: &[u8]) -> bool;
+
     /// `peer` identified on a new connection (before any of its messages is delivered).
     fn connected(&self, peer: &Arc<str>);
 

@@ -41,11 +41,16 @@ impl std::fmt::Debug for Client {
 struct Pending<'a> {
     inner: &'a Inner,
     id: u64,
+    /// False once the reply arrived: whoever delivered it removed the call already, and
+    /// the lock and lookup of a second removal are saved.
+    armed: bool,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.inner.lock_calls().pending.remove(&self.id);
+        if self.armed {
+            self.inner.lock_calls().pending.remove(&self.id);
+        }
     }
 }
 
@@ -103,11 +108,9 @@ impl Client {
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let expires = tokio::time::Instant::now() + self.deadline;
-        let mut call = Envelope::new(Kind::Call, id)
-            .target(&self.object, method)
-            .with_body(body);
-        call.deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
-        let data = call.to_data();
+        let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        let data = Envelope::request_data(Kind::Call, id, &self.object, method, &body, deadline_ms);
+        drop(body);
         {
             let mut calls = inner.lock_calls();
             if calls.pending.len() >= inner.config.max_calling {
@@ -125,7 +128,11 @@ impl Client {
                 },
             );
         }
-        let _pending = Pending { inner, id };
+        let mut pending = Pending {
+            inner,
+            id,
+            armed: true,
+        };
         // The call expires from the queue with its deadline: a call nobody waits for must
         // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
         let ttl = self.deadline.max(Duration::from_secs(1));
@@ -139,6 +146,8 @@ impl Client {
         let reply = tokio::time::timeout_at(expires, wait)
             .await
             .map_err(|_| RpcError::Deadline)??;
+        // (`Rpc::handle` removed the call before it sent the reply.)
+        pending.armed = false;
         match reply.kind() {
             Some(Kind::ReplyOk) => Ok(Ok(reply.body)),
             Some(Kind::ReplyErr) if reply.error == APPLICATION_ERROR => Ok(Err(reply.body)),
@@ -166,10 +175,8 @@ impl Client {
         persistent: bool,
     ) -> Result<(), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let signal = Envelope::new(Kind::Signal, id)
-            .target(&self.object, method)
-            .with_body(body);
-        let mut message = Message::new(signal.to_data());
+        let data = Envelope::request_data(Kind::Signal, id, &self.object, method, &body, 0);
+        let mut message = Message::new(data);
         if let Some(ttl) = ttl.or(self.signal_ttl) {
             message = message.ttl(ttl);
         }

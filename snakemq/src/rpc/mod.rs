@@ -188,8 +188,17 @@ struct Serving {
     per_peer: foldhash::HashMap<Arc<str>, usize>,
 }
 
-/// A served object: its tower service, type-erased.
-type ObjectHandle = BoxCloneService<RpcRequest, Handled, BoxError>;
+/// A served object.
+#[derive(Clone)]
+enum ObjectHandle {
+    /// Served without layers ([`Rpc::serve`]): called directly. The type-erased tower
+    /// path costs three allocations per call (the boxed clone of the service, tower's
+    /// boxed future and the service's own) that a bare [`ObjectService`], always ready,
+    /// does not need.
+    Plain(ObjectService),
+    /// Any tower service ([`Rpc::serve_with`], [`Rpc::serve_service`]), type-erased.
+    Layered(BoxCloneService<RpcRequest, Handled, BoxError>),
+}
 
 struct Inner {
     messaging: Messaging,
@@ -289,7 +298,11 @@ impl Rpc {
     /// Registers `server` (a generated `<Trait>Server`) under `object`, replacing a
     /// previous one; returns whether one was replaced.
     pub fn serve(&self, object: &str, server: impl Serve) -> bool {
-        self.serve_service(object, ObjectService::new(server))
+        let handle = ObjectHandle::Plain(ObjectService::new(server));
+        self.inner
+            .lock_servers()
+            .insert(Arc::from(object), handle)
+            .is_some()
     }
 
     /// Registers `server` under `object` wrapped in a tower layer: every call to the
@@ -337,7 +350,7 @@ impl Rpc {
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
-        let handle = BoxCloneService::new(service.map_err(Into::into));
+        let handle = ObjectHandle::Layered(BoxCloneService::new(service.map_err(Into::into)));
         self.inner
             .lock_servers()
             .insert(Arc::from(object), handle)
@@ -507,7 +520,9 @@ impl Rpc {
     }
 
     fn handle(&self, from: Arc<str>, message: &ReceivedMessage, hold: server::Hold) {
-        let Some(envelope) = Envelope::from_data(&message.data) else {
+        // (Decoded without an allocation per text field: a call's object and method are
+        // looked at, not kept.)
+        let Some(envelope) = envelope::Received::from_data(&message.data) else {
             self.inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = %from, "malformed rpc envelope dropped");
             return;
@@ -522,17 +537,17 @@ impl Rpc {
                 // Only the peer that was called may answer a call.
                 if calls
                     .pending
-                    .get(&envelope.id)
+                    .get(&envelope.id())
                     .is_some_and(|call| call.peer == from)
                 {
-                    if let Some(call) = calls.pending.remove(&envelope.id) {
-                        let _ = call.reply.send(envelope);
+                    if let Some(call) = calls.pending.remove(&envelope.id()) {
+                        let _ = call.reply.send(envelope.into_envelope());
                     }
                 }
             }
             None => {
                 self.inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %from, kind = envelope.kind, "rpc envelope of unknown kind dropped");
+                tracing::warn!(peer = %from, kind = envelope.kind_code(), "rpc envelope of unknown kind dropped");
             }
         }
     }

@@ -11,11 +11,11 @@ use bytes::Bytes;
 
 use tower::{Service, ServiceExt};
 
-use super::Inner;
 use super::cache::Entry;
-use super::envelope::{APPLICATION_ERROR, Envelope, Kind};
+use super::envelope::{APPLICATION_ERROR, Envelope, Kind, Received};
 use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
+use super::{Inner, ObjectHandle};
 use crate::Message;
 
 /// What a handler produced.
@@ -57,6 +57,9 @@ pub(super) type Hold = Option<tokio::sync::oneshot::Sender<()>>;
 
 /// One place among the calls that run: counted overall and for the calling peer, and
 /// given back however a call ends.
+/// How many peers' counters are kept at zero (idle) before idle ones are removed.
+const IDLE_PEERS_KEPT: usize = 64;
+
 pub(super) struct Slot {
     inner: Arc<Inner>,
     peer: Arc<str>,
@@ -66,19 +69,18 @@ impl Slot {
     /// A place for a call from `peer`, if both bounds allow one.
     fn acquire(inner: &Arc<Inner>, peer: &Arc<str>) -> Option<Slot> {
         let mut serving = inner.lock_serving();
-        let per_peer = serving.per_peer.get(peer).copied().unwrap_or(0);
-        if serving.total >= inner.config.max_serving
-            || per_peer >= inner.config.max_serving_per_peer
-        {
+        let serving = &mut *serving;
+        if serving.total >= inner.config.max_serving {
             return None;
         }
-        serving.total += 1;
         match serving.per_peer.get_mut(&**peer) {
+            Some(count) if *count >= inner.config.max_serving_per_peer => return None,
             Some(count) => *count += 1,
             None => {
                 serving.per_peer.insert(peer.clone(), 1);
             }
         }
+        serving.total += 1;
         Some(Slot {
             inner: inner.clone(),
             peer: peer.clone(),
@@ -90,9 +92,14 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut serving = self.inner.lock_serving();
         serving.total = serving.total.saturating_sub(1);
+        let crowded = serving.per_peer.len() > IDLE_PEERS_KEPT;
         if let Some(count) = serving.per_peer.get_mut(&self.peer) {
             *count = count.saturating_sub(1);
-            if *count == 0 {
+            // A peer's counter stays at zero while few peers are known (a call that runs
+            // at once took it from 0 to 1 and back: an insertion and a removal per call);
+            // beyond that, counters at zero go, so the map holds at most that many idle
+            // peers beside the busy ones.
+            if *count == 0 && crowded {
                 serving.per_peer.remove(&self.peer);
             }
         }
@@ -115,34 +122,32 @@ fn error_reply(inner: &Inner, id: u64, kind: RemoteErrorKind, detail: String) ->
 pub(super) fn incoming(
     inner: &Arc<Inner>,
     from: Arc<str>,
-    call: Envelope,
+    call: Received,
     data: &Bytes,
     signal: bool,
     hold: Hold,
 ) {
-    let id = call.id;
+    let id = call.id();
     if !signal {
-        let mut cache = inner.lock_cache();
-        match cache.get(&from, id) {
+        let known = inner.lock_cache().begin(&from, id);
+        match known {
             Some(Entry::Running) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Some(Entry::Done(reply)) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                let reply = reply.clone();
-                drop(cache);
-                send_data(inner, from, reply, ttl_of(call.deadline_ms), hold);
+                send_data(inner, from, reply, ttl_of(call.deadline_ms()), hold);
                 return;
             }
-            None => cache.start(from.clone(), id),
+            None => {}
         }
     }
-    let deadline_ms = call.deadline_ms;
+    let deadline_ms = call.deadline_ms();
     let Some(slot) = Slot::acquire(inner, &from) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         if signal {
-            tracing::warn!(peer = %from, method = %call.method, "rpc signal dropped: busy");
+            tracing::warn!(peer = %from, method = %call.method(), "rpc signal dropped: busy");
         } else {
             inner.lock_cache().forget(&from, id);
             let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
@@ -156,9 +161,9 @@ pub(super) fn incoming(
         }
         return;
     };
-    let service = inner.lock_servers().get(call.object.as_str()).cloned();
-    let Some(mut service) = service else {
-        let detail = format!("no object {:?}", call.object);
+    let service = inner.lock_servers().get(call.object()).cloned();
+    let Some(service) = service else {
+        let detail = format!("no object {:?}", call.object());
         respond(
             inner,
             &from,
@@ -171,23 +176,30 @@ pub(super) fn incoming(
     };
     let deadline = ttl_of(deadline_ms);
     let data = data.clone();
-    let request = RpcRequest {
-        peer: from.clone(),
-        object: call.object,
-        method: call.method,
-        body: call.body,
-        deadline,
-        signal,
-    };
     let inner = inner.clone();
     let runtime = inner.runtime.clone();
     run_or_spawn(&runtime, async move {
         let _slot = slot;
         // Readiness is part of the call: a concurrency limit waits here, a load-shed
         // layer fails here (sent back as busy).
-        let run = async { service.ready().await?.call(request).await };
+        let run = async {
+            match service {
+                ObjectHandle::Plain(object) => object.run(call.method(), call.body()).await,
+                ObjectHandle::Layered(mut service) => {
+                    let request = RpcRequest {
+                        peer: from.clone(),
+                        object: call.object().to_owned(),
+                        method: call.method().to_owned(),
+                        body: call.body(),
+                        deadline,
+                        signal,
+                    };
+                    service.ready().await?.call(request).await
+                }
+            }
+        };
         let result = match deadline {
-            Some(d) => tokio::time::timeout(d, run).await.ok(),
+            Some(d) => lazy_timeout(d, run).await,
             None => Some(run.await),
         };
         let reply = match result {
@@ -323,4 +335,25 @@ async fn send_reply(
         tracing::warn!(peer = %to, %error, "rpc reply not queued");
     }
     drop(hold);
+}
+
+/// `tokio::time::timeout` whose timer starts at the first poll that finds the future not
+/// done (in `run_or_spawn`, right away): a handler that answers at once, the common case,
+/// costs no clock read and no timer. `None`: the time ran out.
+async fn lazy_timeout<F: Future>(limit: Duration, inner: F) -> Option<F::Output> {
+    let mut inner = std::pin::pin!(inner);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(output) = inner.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(output));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep(limit)));
+        }
+        match timer.as_mut().as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| None),
+            None => std::task::Poll::Pending,
+        }
+    })
+    .await
 }

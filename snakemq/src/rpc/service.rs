@@ -72,8 +72,20 @@ impl tower::Service<RpcRequest> for ObjectService {
     }
 
     fn call(&mut self, request: RpcRequest) -> ServiceFuture {
-        let started = self.server.call(&request.method, request.body);
-        Box::pin(async move {
+        Box::pin(self.run(&request.method, request.body))
+    }
+}
+
+impl ObjectService {
+    /// Runs `method` as [`tower::Service::call`] does, without boxing the future (the
+    /// direct path of an object served without layers).
+    pub(super) fn run(
+        &self,
+        method: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Handled, BoxError>> + Send + 'static + use<> {
+        let started = self.server.call(method, body);
+        async move {
             // The handler runs inside this future, not in a task of its own: the call's
             // future is already a task when it has to wait (see `server::run_or_spawn`),
             // and a second task per call cost a spawn, a wake-up and a join. Dropping
@@ -83,7 +95,7 @@ impl tower::Service<RpcRequest> for ObjectService {
             CatchUnwind(started?)
                 .await
                 .map_err(|panic| Box::new(HandlerPanic(panic)) as BoxError)
-        })
+        }
     }
 }
 

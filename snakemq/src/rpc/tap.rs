@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::{Inner, PREFIX, Rpc};
+use super::{Inner, Kind, PREFIX, Rpc};
 use crate::ReceivedMessage;
 use crate::messaging::Tap;
 
@@ -29,6 +29,19 @@ impl Tap for RpcTap {
             _ => tracing::debug!(peer = %from, "message dropped: not rpc, on an rpc-only peer"),
         }
         None
+    }
+
+    fn drops_duplicates(&self, data: &[u8]) -> bool {
+        // A reply: `Rpc::handle` hands it to the call waiting under its id and removes
+        // the call, so a second copy (a re-delivery after a reconnect) finds none and is
+        // dropped there. Calls and signals keep messaging's window. The kind is field 1,
+        // which every encoder of ours writes first; any other layout keeps the window.
+        let reply = |code: u8| {
+            [Kind::ReplyOk, Kind::ReplyErr]
+                .iter()
+                .any(|kind| u32::from(code) == kind.code())
+        };
+        matches!(data.strip_prefix(PREFIX), Some([0x08, code, ..]) if reply(*code))
     }
 
     fn connected(&self, peer: &Arc<str>) {

@@ -16,23 +16,31 @@ use crate::proto::{self, MessageFrame, Uuid};
 impl Driver {
     /// Handles what the protocol core reported this turn.
     pub(super) async fn process_events(&mut self) -> Result<(), Error> {
-        let mut received = Vec::new();
+        // A buffer kept by the driver: a turn with a message no longer allocates for it.
+        let mut received = std::mem::take(&mut self.scratch.frames);
+        let mut outcome = Ok(());
         while let Some(event) = self.proto.poll_event() {
             match event {
                 proto::Event::Identified { identity, acks } => {
-                    self.register(identity, acks).await?
+                    if let Err(error) = self.register(identity, acks).await {
+                        outcome = Err(error);
+                        break;
+                    }
                 }
                 proto::Event::Message(frame) => received.push(frame),
                 proto::Event::Acked(ids) => self.acked(&ids).await,
                 proto::Event::Closed(reason) => {
                     // Deliver what arrived before the violation, then close.
-                    self.deliver(received).await;
-                    return Err(Error::Protocol(reason));
+                    outcome = Err(Error::Protocol(reason));
+                    break;
                 }
             }
         }
-        self.deliver(received).await;
-        Ok(())
+        // (A failed registration leaves no peer: nothing is delivered then.)
+        self.deliver(&mut received).await;
+        received.clear();
+        self.scratch.frames = received;
+        outcome
     }
 
     pub(super) async fn register(&mut self, identity: String, acks: bool) -> Result<(), Error> {
@@ -109,25 +117,40 @@ impl Driver {
     }
 
     /// Hands received messages to the application, suppressing duplicates, and queues
-    /// their acknowledgements.
-    pub(super) async fn deliver(&mut self, frames: Vec<MessageFrame>) {
+    /// their acknowledgements. Takes the frames out of `frames`.
+    ///
+    /// The per-turn lists live in the driver's scratch buffers: with a tap taking every
+    /// message (typed RPC) a turn allocates nothing here.
+    pub(super) async fn deliver(&mut self, frames: &mut Vec<MessageFrame>) {
         let Some(peer) = self.peer.clone() else {
             return;
         };
         if frames.is_empty() {
             return;
         }
-        let fresh: Vec<bool> = if self.acks {
+        let mut fresh = std::mem::take(&mut self.scratch.fresh);
+        fresh.clear();
+        if self.acks {
             let mut state = self.shared.lock();
             let window = self.shared.settings.dedup_window;
-            let dedup = state
-                .dedup
-                .entry(peer.clone())
-                .or_insert_with(|| DedupWindow::new(window));
-            frames.iter().map(|f| dedup.insert(f.uuid)).collect()
+            let dedup = match state.dedup.get_mut(&peer) {
+                Some(dedup) => dedup,
+                None => state
+                    .dedup
+                    .entry(peer.clone())
+                    .or_insert_with(|| DedupWindow::new(window)),
+            };
+            // (What the tap recognises as its own duplicates stays out of the window: one
+            // cache miss less per message in a window of tens of thousands of ids.)
+            let tap = self.shared.tap.get();
+            fresh.extend(
+                frames.iter().map(|f| {
+                    tap.is_some_and(|t| t.drops_duplicates(&f.data)) || dedup.insert(f.uuid)
+                }),
+            );
         } else {
-            vec![true; frames.len()]
-        };
+            fresh.resize(frames.len(), true);
+        }
         // Counted before the hand-over, so the application never sees a message that the
         // counters do not include yet.
         let fresh_count = fresh.iter().filter(|f| **f).count();
@@ -140,15 +163,17 @@ impl Driver {
             .fetch_add((frames.len() - fresh_count) as u64, Ordering::Relaxed);
         let shared = self.shared.clone();
         let tap = shared.tap.get();
-        let mut events = Vec::with_capacity(fresh_count);
-        let mut fresh_ids = Vec::with_capacity(fresh_count);
-        let mut tapped = Vec::new();
+        // (Allocated only when a message goes to the event stream.)
+        let mut events = Vec::new();
+        let mut fresh_ids = Vec::new();
+        let mut tapped = std::mem::take(&mut self.scratch.tapped);
+        tapped.clear();
         // A duplicate's first copy was handed over earlier, but the application may not be
         // done with it yet (it can still wait in the event queue): the duplicate is
         // acknowledged when the application reaches this batch, which means it finished
         // every earlier one. Fresh messages are acknowledged when it is done with them.
         let mut duplicate_ids = Vec::new();
-        for (frame, fresh) in frames.into_iter().zip(fresh) {
+        for (frame, fresh) in frames.drain(..).zip(fresh.iter().copied()) {
             let uuid = frame.uuid;
             if !fresh {
                 // (A copy of a message in this same batch needs no ack of its own: the
@@ -174,11 +199,13 @@ impl Driver {
                 message,
             });
         }
+        self.scratch.fresh = fresh;
         // The tap is done with what it took: acknowledged now, riding with whatever this
         // turn sends (a reply the tap queued, typically).
         if self.acks && !tapped.is_empty() {
-            self.confirmed(tapped).await;
+            self.confirmed(&tapped).await;
         }
+        self.scratch.tapped = tapped;
         if events.is_empty() && duplicate_ids.is_empty() {
             return;
         }
@@ -194,14 +221,14 @@ impl Driver {
 
     /// The application is done with these received messages: remember them in the
     /// durable store (if any) and acknowledge them.
-    pub(super) async fn confirmed(&mut self, ids: Vec<Uuid>) {
+    pub(super) async fn confirmed(&mut self, ids: &[Uuid]) {
         let Some(peer) = self.peer.clone() else {
             return;
         };
         // With a durable store the ids are committed before they are acknowledged, so a
         // restarted receiver still recognises a re-sent message.
         if let Some(persister) = &self.shared.persister {
-            let commit = persister.received(peer, ids.clone());
+            let commit = persister.received(peer, ids.to_vec());
             if let Err(error) = crate::messaging::persist::committed(commit).await {
                 tracing::error!(%error, "received ids not committed; not acknowledging");
                 return;
@@ -209,7 +236,7 @@ impl Driver {
         }
         let now = now();
         for uuid in ids {
-            self.proto.ack(uuid, now);
+            self.proto.ack(*uuid, now);
         }
     }
 
@@ -218,14 +245,18 @@ impl Driver {
         let Some(peer) = self.peer.clone() else {
             return;
         };
-        let mut delivered = Vec::with_capacity(ids.len());
+        // The uuids are kept for `Delivered` events only when someone reads events.
+        let report = self.shared.subscribed.load(Ordering::Acquire);
+        let mut delivered = Vec::new();
+        let mut count = 0;
         {
             let mut state = self.shared.lock();
             let state = &mut *state;
             let Some(link) = state.peers.get_mut(&peer) else {
                 return;
             };
-            let mut seqs = Vec::with_capacity(ids.len());
+            let seqs = &mut self.scratch.seqs;
+            seqs.clear();
             let mut durable = Vec::new();
             for id in ids {
                 // Acks come in send order, so the match is almost always at the front.
@@ -233,29 +264,36 @@ impl Driver {
                 if let Some(message) = position.and_then(|i| link.in_flight.remove(i)) {
                     link.in_flight_bytes -= message.size;
                     seqs.push(message.seq);
-                    delivered.push(message.uuid);
+                    count += 1;
+                    if report {
+                        delivered.push(message.uuid);
+                    }
                     if message.persistent {
                         durable.push(message.seq);
                     }
                 }
             }
-            if let Err(error) = state.store.remove(&peer, &seqs) {
+            if let Err(error) = state.store.remove(&peer, seqs) {
                 tracing::error!(%error, "store failed to remove acknowledged messages");
             }
             if let Some(persister) = &self.shared.persister {
                 persister.remove(&peer, durable);
             }
         }
-        self.delivered(&peer, delivered).await;
+        self.delivered(&peer, count, delivered).await;
     }
 
-    /// Counts and reports delivered messages; their queue room is free again.
-    pub(super) async fn delivered(&self, peer: &Arc<str>, delivered: Vec<Uuid>) {
+    /// Counts and reports `count` delivered messages (`delivered`: their uuids when
+    /// someone reads events); their queue room is free again.
+    pub(super) async fn delivered(&self, peer: &Arc<str>, count: usize, delivered: Vec<Uuid>) {
         self.shared
             .counters
             .delivered
-            .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.shared.space.notify_waiters();
+        if delivered.is_empty() {
+            return;
+        }
         let events = delivered
             .into_iter()
             .map(|uuid| Event::Delivered {

@@ -23,22 +23,28 @@ impl Driver {
         }
         let settings = &self.shared.settings;
         let now_ms;
-        let mut batch = Vec::new();
-        let expired: Vec<Record>;
+        // The driver's buffer: no allocation per turn for the records read.
+        let mut batch = std::mem::take(&mut self.scratch.records);
+        batch.clear();
+        let mut expired: Vec<Record> = Vec::new();
         {
             let mut state = self.shared.lock();
             let state = &mut *state;
             let Some(link) = state.peers.get_mut(&peer) else {
+                self.scratch.records = batch;
                 return;
             };
             let room = settings
                 .max_in_flight_messages
                 .saturating_sub(link.in_flight.len());
             if room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
+                self.scratch.records = batch;
                 return;
             }
             if let Err(error) = state.store.read(&peer, link.cursor, room, &mut batch) {
                 tracing::error!(%error, "store read failed");
+                batch.clear();
+                self.scratch.records = batch;
                 return;
             }
             // The clock only when there is something to check: most turns of a driver
@@ -82,11 +88,14 @@ impl Driver {
             };
             // Expired ones leave the queue; without acks (Python peers) a message counts as
             // delivered once written, so every taken message leaves the queue now.
-            let (gone, kept): (Vec<Record>, Vec<Record>) = batch
-                .into_iter()
-                .partition(|r| r.expiry.deadline_ms().is_some_and(|d| d <= now_ms));
-            expired = gone;
-            batch = kept;
+            // (Split only when something expired: the common turn keeps its buffer.)
+            let is_expired = |r: &Record| r.expiry.deadline_ms().is_some_and(|d| d <= now_ms);
+            if batch.iter().any(is_expired) {
+                let (gone, kept): (Vec<Record>, Vec<Record>) =
+                    batch.drain(..).partition(is_expired);
+                expired = gone;
+                batch.extend(kept);
+            }
             let leaving = expired.iter().chain(batch.iter().filter(|_| !acks));
             let seqs: Vec<u64> = leaving.clone().map(|r| r.seq).collect();
             if !seqs.is_empty() {
@@ -120,6 +129,8 @@ impl Driver {
         if !self.acks {
             self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
         }
+        batch.clear();
+        self.scratch.records = batch;
         if !expired.is_empty() {
             let uuids = expired.into_iter().map(|record| record.uuid);
             let dropped = self.shared.dropped(&peer, uuids, DropReason::Expired);
@@ -178,8 +189,12 @@ impl Driver {
             let Some(peer) = self.peer.clone() else {
                 return Ok(());
             };
-            let delivered = std::mem::take(&mut self.delivered_on_write);
-            self.delivered(&peer, delivered).await;
+            let mut delivered = std::mem::take(&mut self.delivered_on_write);
+            let count = delivered.len();
+            if !self.shared.subscribed.load(Ordering::Acquire) {
+                delivered.clear();
+            }
+            self.delivered(&peer, count, delivered).await;
         }
         Ok(())
     }
