@@ -127,6 +127,13 @@ pub trait QueueStore: Send + 'static {
         self.write(batch)
     }
 
+    /// Lays down what [`QueueStore::write_deferred`] needs (the SQLite store's commit log),
+    /// so that the first deferred write does not pay for it. Called once by a writer that
+    /// will write deferred, before its first write; the default does nothing.
+    fn prepare_deferred(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Applies every batch given to [`QueueStore::write_deferred`] so that reads see it.
     fn settle(&mut self) -> Result<(), StorageError> {
         Ok(())

@@ -192,6 +192,7 @@ fn normal_durability_writes_no_log() -> TestResult {
         ..SqliteOptions::default()
     };
     let mut store = SqliteStore::open(&path, options)?;
+    store.prepare_deferred()?;
     store.write_deferred(pushes(&bob, 1..=2, 10))?;
     assert_eq!(queued(&store, "bob")?, vec![1, 2]);
     assert!(!commit_log::path_for(&path).exists());
@@ -261,6 +262,19 @@ fn a_log_left_by_a_full_run_is_replayed_in_normal_durability() -> TestResult {
     };
     let store = SqliteStore::open(&path, options)?;
     assert_eq!(queued(&store, "bob")?, vec![1, 2]);
+    assert!(CommitLog::recover(&path)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn prepare_lays_down_an_empty_log() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q.db");
+    let mut store = open(&path)?;
+    assert!(!commit_log::path_for(&path).exists());
+    store.prepare_deferred()?;
+    let log = std::fs::metadata(commit_log::path_for(&path))?;
+    assert_eq!(log.len(), 8 << 20);
     assert!(CommitLog::recover(&path)?.is_empty());
     Ok(())
 }

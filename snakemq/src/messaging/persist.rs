@@ -86,7 +86,12 @@ pub(crate) struct Persister {
 
 impl Persister {
     /// Starts the writer thread.
-    pub(crate) fn start(store: Box<dyn QueueStore>) -> Result<(Persister, JoinHandle<()>), Error> {
+    pub(crate) fn start(
+        mut store: Box<dyn QueueStore>,
+    ) -> Result<(Persister, JoinHandle<()>), Error> {
+        // Here rather than in the thread: the first send must not wait for it (laying down
+        // the SQLite store's commit log writes and syncs 8 MiB).
+        store.prepare_deferred()?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("snakemq-store".into())
@@ -223,6 +228,7 @@ fn settle(store: &mut dyn QueueStore) {
 fn run(mut store: Box<dyn QueueStore>, rx: mpsc::Receiver<Op>) {
     let span = tracing::debug_span!("store-writer");
     let _entered = span.enter();
+
     // Set after a commit that a few senders waited for (see SPIN).
     let mut spin_until: Option<Instant> = None;
     loop {
