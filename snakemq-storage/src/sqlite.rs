@@ -471,7 +471,12 @@ impl QueueStore for SqliteStore {
         self.pending.removes.extend(removes);
         self.pending.received.extend(received);
         if self.pending.len() >= SETTLE_AT {
-            self.settle_pending()?;
+            // The batch is durable whatever happens here: a failure is not its failure. The
+            // groups stay pending (bounded by the log: a full log needs a synced commit,
+            // whose failure is reported), and the next settle tries again.
+            if let Err(error) = self.settle_pending() {
+                tracing::error!(%error, "applying committed batches to the tables failed");
+            }
         }
         Ok(())
     }
