@@ -442,7 +442,7 @@ impl QueueStore for SqliteStore {
 
     /// In `Full` durability: one write of the batch to the commit log (see
     /// `sqlite/commit_log.rs`); the tables get it at the next [`QueueStore::settle`] or
-    /// after [`SETTLE_AT`] deferred operations, in one transaction without a sync.
+    /// after 4096 deferred operations, in one transaction without a sync.
     fn write_deferred(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
         if batch.is_empty() {
             return Ok(());
