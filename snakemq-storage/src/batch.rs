@@ -29,6 +29,13 @@ impl WriteBatch {
         Self::default()
     }
 
+    /// Moves every operation of `later` to the end of this batch.
+    pub fn append(&mut self, later: WriteBatch) {
+        self.pushes.extend(later.pushes);
+        self.removes.extend(later.removes);
+        self.received.extend(later.received);
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.pushes.is_empty() && self.removes.is_empty() && self.received.is_empty()

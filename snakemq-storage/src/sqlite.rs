@@ -462,14 +462,7 @@ impl QueueStore for SqliteStore {
         for (_, record) in &batch.pushes {
             self.next_seq = self.next_seq.max(record.seq.saturating_add(1));
         }
-        let WriteBatch {
-            pushes,
-            removes,
-            received,
-        } = batch;
-        self.pending.pushes.extend(pushes);
-        self.pending.removes.extend(removes);
-        self.pending.received.extend(received);
+        self.pending.append(batch);
         if self.pending.len() >= SETTLE_AT {
             // The batch is durable whatever happens here: a failure is not its failure. The
             // groups stay pending (bounded by the log: a full log needs a synced commit,
@@ -484,7 +477,7 @@ impl QueueStore for SqliteStore {
     /// Creates the commit log (8 MiB of zeros and a sync: tens of milliseconds).
     fn prepare_deferred(&mut self) -> Result<(), StorageError> {
         if self.log.is_none() && self.options.durability == Durability::Full {
-            self.log = Some(CommitLog::create(&self.path)?);
+            self.log = Some(CommitLog::create(&self.path, None)?);
         }
         Ok(())
     }

@@ -60,8 +60,6 @@ pub(super) struct CommitLog {
     /// Offset of the next record.
     offset: u64,
     capacity: u64,
-    /// The encoded batch of the record being written.
-    payload: Vec<u8>,
     /// The record being written, then copied to `aligned`.
     scratch: Vec<u8>,
     /// Storage for block-aligned writes (the aligned part starts at `align_offset`).
@@ -90,33 +88,37 @@ pub(super) enum Appended {
     TooLarge,
 }
 
+/// A log found at open.
+#[derive(Debug)]
+pub(super) struct Recovered {
+    /// Its epoch.
+    pub(super) epoch: u64,
+    /// The records of that epoch, oldest first.
+    pub(super) batches: Vec<WriteBatch>,
+}
+
 impl CommitLog {
-    /// The records of the current epoch in the log of `db`, oldest first, without
-    /// opening it for writing; none when there is no log.
-    pub(super) fn recover(db: &Path) -> Result<Vec<WriteBatch>, StorageError> {
+    /// What the log of `db` holds, without opening it for writing: its epoch and the
+    /// records of that epoch, oldest first. `None` when there is no log.
+    pub(super) fn recover(db: &Path) -> Result<Option<Recovered>, StorageError> {
         let path = path_for(db);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StorageError::Io { path, source }),
         };
-        read_records(&path, &bytes)
+        read_records(&path, &bytes).map(Some)
     }
 
-    /// Creates (or takes over) the log of `db`, ready for records of a new epoch. The
-    /// caller has replayed what [`CommitLog::recover`] found and synced the store first.
-    pub(super) fn create(db: &Path) -> Result<CommitLog, StorageError> {
+    /// Opens the log of `db` for records of a new epoch: the one [`CommitLog::recover`]
+    /// found (`found`, whose records the caller has replayed and synced), or a new one.
+    pub(super) fn create(db: &Path, found: Option<&Recovered>) -> Result<CommitLog, StorageError> {
         let path = path_for(db);
         let io = |source| StorageError::Io {
             path: path.clone(),
             source,
         };
-        let old_epoch = match std::fs::read(&path) {
-            Ok(bytes) => read_header(&path, &bytes).ok(),
-            Err(error) if error.kind() == ErrorKind::NotFound => None,
-            Err(source) => return Err(io(source)),
-        };
-        if old_epoch.is_none() {
+        if found.is_none() {
             preallocate(&path)?;
         }
         let capacity = std::fs::metadata(&path).map_err(io)?.len() / BLOCK as u64 * BLOCK as u64;
@@ -125,11 +127,10 @@ impl CommitLog {
             file,
             path,
             direct,
-            epoch: old_epoch.unwrap_or(0),
+            epoch: found.map_or(0, |found| found.epoch),
             number: 0,
             offset: BLOCK as u64,
             capacity,
-            payload: Vec::new(),
             scratch: Vec::new(),
             aligned: Vec::new(),
         };
@@ -144,10 +145,13 @@ impl CommitLog {
 
     /// Writes `batch` as the next record and returns once it is on disk.
     pub(super) fn append(&mut self, batch: &WriteBatch) -> Result<Appended, StorageError> {
-        self.payload.clear();
-        log_codec::encode(batch, &mut self.payload);
-        let padded = (RECORD_HEAD + self.payload.len()).div_ceil(BLOCK) * BLOCK;
-        let Ok(payload_len) = u32::try_from(self.payload.len()) else {
+        // The payload is encoded after room for the head, which needs its length and CRC.
+        self.scratch.clear();
+        self.scratch.resize(RECORD_HEAD, 0);
+        log_codec::encode(batch, &mut self.scratch);
+        let padded = self.scratch.len().div_ceil(BLOCK) * BLOCK;
+        let payload = self.scratch.get(RECORD_HEAD..).unwrap_or_default();
+        let Ok(payload_len) = u32::try_from(payload.len()) else {
             return Ok(Appended::TooLarge);
         };
         if padded as u64 > self.capacity / 4 {
@@ -161,12 +165,15 @@ impl CommitLog {
             self.number.to_le_bytes(),
             payload_len.to_le_bytes(),
         );
-        let crc = record_crc(&epoch, &number, &len, &self.payload);
-        self.scratch.clear();
-        for field in [&RECORD_MAGIC[..], &epoch, &number, &len, &crc.to_le_bytes()] {
-            self.scratch.extend_from_slice(field);
+        let crc = record_crc(&epoch, &number, &len, payload).to_le_bytes();
+        let fields: [&[u8]; 5] = [&RECORD_MAGIC, &epoch, &number, &len, &crc];
+        let mut at = 0;
+        for field in fields {
+            if let Some(slot) = self.scratch.get_mut(at..at + field.len()) {
+                slot.copy_from_slice(field);
+            }
+            at += field.len();
         }
-        self.scratch.extend_from_slice(&self.payload);
         self.scratch.resize(padded, 0);
         let record = std::mem::take(&mut self.scratch);
         let written = self.write_blocks(&record, self.offset);
@@ -284,9 +291,10 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<u64, StorageError> {
     Ok(u64::from_le_bytes(epoch))
 }
 
-/// The valid records of the current epoch, decoded.
-fn read_records(path: &Path, bytes: &[u8]) -> Result<Vec<WriteBatch>, StorageError> {
-    let epoch = read_header(path, bytes)?.to_le_bytes();
+/// The epoch and its valid records, decoded.
+fn read_records(path: &Path, bytes: &[u8]) -> Result<Recovered, StorageError> {
+    let found = read_header(path, bytes)?;
+    let epoch = found.to_le_bytes();
     let mut batches = Vec::new();
     let mut offset = BLOCK;
     let mut number = 0u64;
@@ -321,7 +329,10 @@ fn read_records(path: &Path, bytes: &[u8]) -> Result<Vec<WriteBatch>, StorageErr
         number += 1;
         offset += (RECORD_HEAD + size).div_ceil(BLOCK) * BLOCK;
     }
-    Ok(batches)
+    Ok(Recovered {
+        epoch: found,
+        batches,
+    })
 }
 
 /// Creates a log of [`CAPACITY`] zeros with an epoch-0 header under a temporary name and

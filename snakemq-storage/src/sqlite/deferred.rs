@@ -1,9 +1,7 @@
 //! Deferred writes of the SQLite store (`Full` durability): the commit log makes a group
 //! durable, the tables get it later. See `commit_log.rs` for why.
 
-use std::sync::Arc;
-
-use super::commit_log::{self, Appended, CommitLog};
+use super::commit_log::{Appended, CommitLog};
 use super::{SqliteStore, Writer};
 use crate::{Durability, StorageError, WriteBatch};
 
@@ -11,16 +9,18 @@ impl SqliteStore {
     /// Applies what a commit log left by an earlier run holds (batches made durable there
     /// and maybe not in the tables), syncs the tables, and starts the log over.
     pub(super) fn replay_commit_log(&mut self) -> Result<(), StorageError> {
-        let batches = CommitLog::recover(&self.path)?;
-        if !batches.is_empty() {
-            let records = batches.len();
+        let Some(found) = CommitLog::recover(&self.path)? else {
+            return Ok(());
+        };
+        if !found.batches.is_empty() {
+            let records = found.batches.len();
             // Synced whatever the durability: the log is reset right after.
             let normal = self.options.durability == Durability::Normal;
             if normal {
                 self.set_synchronous("FULL")?;
             }
             let replayed = self.transact(|w| {
-                for batch in &batches {
+                for batch in &found.batches {
                     w.replay(batch)?;
                 }
                 w.touch_meta()
@@ -31,9 +31,7 @@ impl SqliteStore {
             replayed?;
             tracing::info!(path = %self.path.display(), records, "replayed the commit log");
         }
-        if commit_log::path_for(&self.path).exists() {
-            self.log = Some(CommitLog::create(&self.path)?);
-        }
+        self.log = Some(CommitLog::create(&self.path, Some(&found))?);
         Ok(())
     }
 
@@ -104,24 +102,24 @@ fn cancel_acknowledged(batch: &mut WriteBatch) -> Option<u64> {
     if batch.pushes.is_empty() || batch.removes.is_empty() {
         return None;
     }
-    let pushed: foldhash::HashSet<(&str, u64)> = batch
+    // Sequence numbers are store-wide: one number is one message (of the peer checked).
+    let pushed: foldhash::HashMap<u64, &str> = batch
         .pushes
         .iter()
-        .map(|(peer, record)| (&**peer, record.seq))
+        .map(|(peer, record)| (record.seq, &**peer))
         .collect();
-    let cancelled: foldhash::HashSet<(Arc<str>, u64)> = batch
-        .removes
-        .iter()
-        .filter(|(peer, seq)| pushed.contains(&(&**peer, *seq)))
-        .cloned()
-        .collect();
-    let highest = cancelled.iter().map(|(_, seq)| *seq).max()?;
+    let mut cancelled = foldhash::HashSet::default();
+    batch.removes.retain(|(peer, seq)| {
+        let cancel = pushed.get(seq) == Some(&&**peer);
+        if cancel {
+            cancelled.insert(*seq);
+        }
+        !cancel
+    });
+    let highest = cancelled.iter().max().copied()?;
     batch
         .pushes
-        .retain(|(peer, record)| !cancelled.contains(&(peer.clone(), record.seq)));
-    batch
-        .removes
-        .retain(|(peer, seq)| !cancelled.contains(&(peer.clone(), *seq)));
+        .retain(|(_, record)| !cancelled.contains(&record.seq));
     Some(highest)
 }
 
