@@ -28,7 +28,7 @@ use crate::{Backoff, ConnectOptions, DEFAULT_MAX_PACKET_SIZE, Endpoint, LinkErro
 use tasks::quic_accept_loop;
 #[cfg(not(feature = "quic"))]
 use tasks::quic_unsupported;
-use tasks::{TaskCtx, connector_loop, memory_accept_loop, tcp_accept_loop};
+use tasks::{TaskCtx, accept_loop, connector_loop};
 
 /// Settings of a [`Link`].
 #[derive(Debug, Clone)]
@@ -234,14 +234,13 @@ impl Link {
                         })?;
                 let local = listener.local_addr()?;
                 let span = tracing::info_span!("listener", addr = %local);
-                let task = tokio::spawn(tcp_accept_loop(listener, ctx, options).instrument(span));
+                let task = tokio::spawn(accept_loop(listener, ctx, options).instrument(span));
                 (task, Endpoint::tcp(local))
             }
             Endpoint::Memory(name) => {
                 let listener = MemoryListener::bind(name)?;
                 let span = tracing::info_span!("listener", addr = %endpoint);
-                let task =
-                    tokio::spawn(memory_accept_loop(listener, ctx, options).instrument(span));
+                let task = tokio::spawn(accept_loop(listener, ctx, options).instrument(span));
                 (task, endpoint.clone())
             }
             #[cfg(feature = "quic")]

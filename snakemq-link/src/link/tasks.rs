@@ -125,8 +125,60 @@ fn memory_parts(stream: tokio::io::DuplexStream, remote: String) -> ByteStream {
     ByteStream::new(info, Box::new(read), Box::new(write))
 }
 
-pub(super) async fn tcp_accept_loop(
-    listener: TcpListener,
+/// What one accept of a listener gave.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per accepted connection, moved once: boxing would only add an allocation"
+)]
+pub(super) enum Accepted {
+    /// A stream to establish.
+    Stream(ByteStream),
+    /// Nothing usable this time; keep serving.
+    Retry,
+    /// The listener is gone.
+    Closed,
+}
+
+/// A listener that [`accept_loop`] serves (TCP and memory; QUIC has its own loop, since a
+/// QUIC connection is established before it yields a stream).
+pub(super) trait Acceptor: Send + 'static {
+    /// The next accepted stream; cancel safe (the loop drops it to reap finished tasks).
+    fn next_stream(&mut self) -> impl Future<Output = Accepted> + Send;
+}
+
+impl Acceptor for TcpListener {
+    async fn next_stream(&mut self) -> Accepted {
+        match self.accept().await {
+            Ok((stream, _)) => match tcp_parts(stream) {
+                Ok(stream) => Accepted::Stream(stream),
+                Err(error) => {
+                    tracing::debug!(%error, "accepted socket unusable");
+                    Accepted::Retry
+                }
+            },
+            Err(error) => {
+                // Usually EMFILE or a connection reset before accept: keep serving.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Accepted::Retry
+            }
+        }
+    }
+}
+
+impl Acceptor for MemoryListener {
+    async fn next_stream(&mut self) -> Accepted {
+        match self.accept().await {
+            Some((stream, remote)) => Accepted::Stream(memory_parts(stream, remote)),
+            None => Accepted::Closed,
+        }
+    }
+}
+
+/// Accepts streams while a connection slot is free, and establishes each in a task of its
+/// own (so a slow handshake does not hold up the next accept).
+pub(super) async fn accept_loop(
+    mut listener: impl Acceptor,
     ctx: TaskCtx,
     options: Arc<ListenOptions>,
 ) {
@@ -134,58 +186,19 @@ pub(super) async fn tcp_accept_loop(
     let mut establishing = JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = listener.next_stream() => accepted,
             Some(_) = establishing.join_next() => continue,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Usually EMFILE or a connection reset before accept: keep serving.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
-            tracing::warn!("connection limit reached, refusing a connection");
-            continue;
-        };
-        match tcp_parts(stream) {
-            Ok(stream) => {
-                let (alive, _closed) = alive_pair(Some(permit));
-                establishing.spawn(
-                    ctx.clone()
-                        .hand_over_accepted(stream, options.clone(), alive),
-                );
-            }
-            Err(error) => tracing::debug!(%error, "accepted socket unusable"),
-        }
-        if ctx.tx.is_closed() {
-            return;
-        }
-    }
-}
-
-pub(super) async fn memory_accept_loop(
-    mut listener: MemoryListener,
-    ctx: TaskCtx,
-    options: Arc<ListenOptions>,
-) {
-    let mut establishing = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            Some(_) = establishing.join_next() => continue,
-        };
-        let Some((stream, remote)) = accepted else {
-            return;
+            Accepted::Stream(stream) => stream,
+            Accepted::Retry => continue,
+            Accepted::Closed => return,
         };
         let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
             tracing::warn!("connection limit reached, refusing a connection");
             continue;
         };
         let (alive, _closed) = alive_pair(Some(permit));
-        let stream = memory_parts(stream, remote);
         establishing.spawn(
             ctx.clone()
                 .hand_over_accepted(stream, options.clone(), alive),
