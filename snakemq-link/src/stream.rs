@@ -37,7 +37,7 @@ use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use crate::LinkError;
 use crate::connection::{BoxRead, BoxWrite, ConnInfo};
@@ -95,20 +95,10 @@ pub(crate) struct Middleware {
 }
 
 impl Middleware {
-    /// The stack of `layer` around [`Passthrough`].
-    pub(crate) fn new<L>(layer: L) -> Self
-    where
-        L: Layer<Passthrough>,
-        L::Service: Service<ByteStream, Response = ByteStream, Error = LinkError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<ByteStream>>::Future: Send + 'static,
-    {
-        Middleware {
-            service: BoxCloneSyncService::new(layer.layer(Passthrough)),
-        }
+    /// A stack built by [`LinkConfig::middleware`](crate::LinkConfig::middleware), which
+    /// states what a stack must be (its bounds live there only).
+    pub(crate) fn new(service: BoxCloneSyncService<ByteStream, ByteStream, LinkError>) -> Self {
+        Middleware { service }
     }
 
     /// Runs the stack on one stream.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -100,7 +101,9 @@ impl LinkConfig {
             + 'static,
         <L::Service as Service<ByteStream>>::Future: Send + 'static,
     {
-        self.middleware = Some(Middleware::new(layer));
+        self.middleware = Some(Middleware::new(BoxCloneSyncService::new(
+            layer.layer(Passthrough),
+        )));
         self
     }
 }
