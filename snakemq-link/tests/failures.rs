@@ -69,58 +69,48 @@ async fn a_refused_connect_is_reported_with_its_connector_and_attempt() -> TestR
     Ok(())
 }
 
-#[tokio::test]
-async fn a_refused_tls_handshake_is_reported_on_both_sides() -> TestResult {
+/// Connects with a client that does not trust the server over `listen` (TLS or QUIC) and
+/// returns what each side reported, after checking what both transports share.
+async fn refused_handshake(listen: &str) -> Result<(EstablishFailure, EstablishFailure), BoxError> {
     let (server_tls, client_tls) = untrusted_pair()?;
     let (server, mut accepted) = Link::new(config());
     let (_, bound) = server
-        .listen_with(&"127.0.0.1:0".parse()?, ListenOptions::tls(server_tls))
+        .listen_with(&listen.parse()?, ListenOptions::tls(server_tls))
         .await?;
     let (client, mut connected) = Link::new(config());
-    client.connect_with(bound.clone(), ConnectOptions::tls(client_tls))?;
+    let id = client.connect_with(bound.clone(), ConnectOptions::tls(client_tls))?;
 
-    let failure = next_failure(&mut connected, "the client's failure").await?;
-    assert_eq!(failure.direction, Direction::Outbound);
-    assert_eq!(tls_failure(&failure), Some(&TlsFailure::UnknownIssuer));
-    assert_eq!(failure.remote, bound.to_string());
+    let at_client = next_failure(&mut connected, "the client's failure").await?;
+    assert_eq!(at_client.direction, Direction::Outbound);
+    assert_eq!(at_client.connector, Some(id));
+    assert_eq!(at_client.remote, bound.to_string());
+    assert_eq!(tls_failure(&at_client), Some(&TlsFailure::UnknownIssuer));
 
-    let failure = next_failure(&mut accepted, "the server's failure").await?;
-    assert_eq!(failure.direction, Direction::Inbound);
-    assert_eq!(failure.connector, None);
-    assert!(
-        matches!(tls_failure(&failure), Some(TlsFailure::PeerAlert(_))),
-        "{failure:?}"
-    );
+    let at_server = next_failure(&mut accepted, "the server's failure").await?;
+    assert_eq!(at_server.direction, Direction::Inbound);
+    assert_eq!(at_server.connector, None);
     client.close().await;
     server.close().await;
+    Ok((at_client, at_server))
+}
+
+#[tokio::test]
+async fn a_refused_tls_handshake_is_reported_on_both_sides() -> TestResult {
+    let (_, at_server) = refused_handshake("127.0.0.1:0").await?;
+    assert!(
+        matches!(tls_failure(&at_server), Some(TlsFailure::PeerAlert(_))),
+        "{at_server:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn a_refused_quic_handshake_is_reported_on_both_sides_typed_as_tls() -> TestResult {
-    let (server_tls, client_tls) = untrusted_pair()?;
-    let (server, mut accepted) = Link::new(config());
-    let (_, bound) = server
-        .listen_with(
-            &"quic://127.0.0.1:0".parse()?,
-            ListenOptions::tls(server_tls),
-        )
-        .await?;
-    let (client, mut connected) = Link::new(config());
-    let id = client.connect_with(bound.clone(), ConnectOptions::tls(client_tls))?;
-
-    let failure = next_failure(&mut connected, "the QUIC client's failure").await?;
-    assert_eq!(failure.direction, Direction::Outbound);
-    assert_eq!(failure.connector, Some(id));
-    assert_eq!(tls_failure(&failure), Some(&TlsFailure::UnknownIssuer));
-    let failure = next_failure(&mut accepted, "the QUIC server's failure").await?;
-    assert_eq!(failure.direction, Direction::Inbound);
+    let (_, at_server) = refused_handshake("quic://127.0.0.1:0").await?;
     assert!(
-        matches!(tls_failure(&failure), Some(TlsFailure::PeerAlert(alert)) if alert == "UnknownCA"),
-        "{failure:?}"
+        matches!(tls_failure(&at_server), Some(TlsFailure::PeerAlert(alert)) if alert == "UnknownCA"),
+        "{at_server:?}"
     );
-    client.close().await;
-    server.close().await;
     Ok(())
 }
 
