@@ -47,10 +47,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     common::init_logging(cli.verbose, cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match &cli.command {
+        Command::Bench(args) => args.runtime.builder(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("snakemq: cannot start the runtime: {error}");

@@ -327,6 +327,37 @@ fn persistent_bench_delivers_everything_and_empties_its_store() -> TestResult {
     Ok(())
 }
 
+/// One producer awaiting each durable send on current-thread runtimes (the sender's, and
+/// the receiver's, in a second process and in this one): every message is delivered and
+/// the store is left empty.
+#[test]
+fn bench_one_producer_on_current_thread_runtimes_drains_the_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for (name, placement) in [("process.db", None), ("thread.db", Some("--in-process"))] {
+        let store = dir.path().join(name);
+        let mut args = vec![
+            "bench",
+            "--json",
+            "--count",
+            "200",
+            "--in-flight",
+            "1",
+            "--runtime",
+            "current-thread",
+            "--store",
+            text(&store)?,
+        ];
+        args.extend(placement);
+        let (status, stdout, stderr) = run(&args)?;
+        assert!(status.success(), "{stderr}");
+        let value: serde_json::Value = serde_json::from_str(stdout.trim())?;
+        assert_eq!(value.get("count"), Some(&serde_json::json!(200)));
+        assert_eq!(value.get("in_flight"), Some(&serde_json::json!(1)));
+        assert_eq!(queued(&store)?, Vec::<(String, u64)>::new());
+    }
+    Ok(())
+}
+
 /// `bench --mode queue-memory` queues messages for an absent peer and reports a plausible
 /// figure: at least the payload, far below what a boxed message per entry would cost.
 #[test]

@@ -4,7 +4,7 @@
 //! | row | ours | baseline |
 //! |---|---|---|
 //! | many in flight, SQLite `Full` | `snakemq bench --store F --in-flight 1024` | `store-baselines rusqlite-loop` (1000-row insert+delete transactions, WAL+FULL) and Python snakeMQ 1.6 persistent sends (`snakemq_py_bench.py --persistent`) |
-//! | one producer | `snakemq bench --store F --in-flight 1` | `store-baselines fsync-loop` (64 B write + fsync) |
+//! | one producer | `snakemq bench --store F --in-flight 1 --runtime current-thread` | `store-baselines fsync-loop` (64 B write + fsync) |
 //! | RocksDB, sync per group | `snakemq bench --store-backend rocksdb --in-flight 1024` | `store-baselines rocksdb-loop` (synced batches of 100 puts: `db_bench --sync=1 --batch_size=100` in rust-rocksdb, since Debian's db_bench is RocksDB 7.8 and ours 10.4) |
 //! | memory per queued 64 B message | `snakemq bench --mode queue-memory` | `zmq_bench memory` (libzmq PUSH, no peer) |
 //!
@@ -277,7 +277,12 @@ fn command(
     };
     Ok(match harness {
         Harness::OursMany => ours("1024", "sqlite"),
-        Harness::OursOne => ours("1", "sqlite"),
+        // A lone producer runs on a current-thread runtime (see `snakemq bench --runtime`).
+        Harness::OursOne => {
+            let mut command = ours("1", "sqlite");
+            command.args(["--runtime", "current-thread"]);
+            command
+        }
         Harness::OursRocks => ours("1024", "rocksdb"),
         Harness::RusqliteLoop => baseline("rusqlite-loop"),
         Harness::FsyncLoop => baseline("fsync-loop"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{RECEIVER, measure};
+use super::{RECEIVER, Runtime, measure};
 use crate::common::CliError;
 use crate::transport::TransportArgs;
 
@@ -29,11 +29,16 @@ pub(crate) struct ReceiverProcess {
 
 impl ReceiverProcess {
     /// Starts `snakemq bench --role receiver` and waits for its endpoint.
-    pub(crate) async fn spawn(bind: &str, transport: &TransportArgs) -> Result<Self, CliError> {
+    pub(crate) async fn spawn(
+        bind: &str,
+        transport: &TransportArgs,
+        runtime: Runtime,
+    ) -> Result<Self, CliError> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this executable to start the receiver: {e}"))?;
         let mut child = Command::new(&exe)
             .args(["bench", "--role", "receiver", "--bind", bind])
+            .args(["--runtime", runtime.arg()])
             .args(transport.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -142,7 +147,10 @@ pub(crate) struct ReceiverThread {
 
 impl ReceiverThread {
     /// Starts the thread and waits for the receiver's endpoint.
-    pub(crate) async fn spawn(transport: &TransportArgs) -> Result<Self, CliError> {
+    pub(crate) async fn spawn(
+        transport: &TransportArgs,
+        runtime: Runtime,
+    ) -> Result<Self, CliError> {
         let transport = transport.clone();
         let (endpoint_tx, endpoint_rx) = oneshot::channel::<Result<String, String>>();
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -150,8 +158,8 @@ impl ReceiverThread {
         std::thread::Builder::new()
             .name("bench-receiver".into())
             .spawn(move || {
-                let outcome =
-                    receiver_thread(&transport, endpoint_tx, stop_rx).map_err(|e| e.to_string());
+                let outcome = receiver_thread(&transport, runtime, endpoint_tx, stop_rx)
+                    .map_err(|e| e.to_string());
                 let _ = done_tx.send(outcome);
             })?;
         let endpoint = match tokio::time::timeout(STARTUP_TIMEOUT, endpoint_rx).await {
@@ -187,10 +195,12 @@ impl ReceiverThread {
 
 fn receiver_thread(
     transport: &TransportArgs,
+    runtime: Runtime,
     endpoint_tx: oneshot::Sender<Result<String, String>>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime
+        .builder()
         .enable_all()
         .thread_name("bench-receiver")
         .build()?;
