@@ -32,6 +32,7 @@ enum Harness {
     Python,
     OursOne,
     FsyncLoop,
+    OursOneMultiThread,
     OursRocks,
     RocksLoop,
     OursMemory,
@@ -39,12 +40,13 @@ enum Harness {
 }
 
 impl Harness {
-    const ALL: [Harness; 9] = [
+    const ALL: [Harness; 10] = [
         Harness::OursMany,
         Harness::RusqliteLoop,
         Harness::Python,
         Harness::OursOne,
         Harness::FsyncLoop,
+        Harness::OursOneMultiThread,
         Harness::OursRocks,
         Harness::RocksLoop,
         Harness::OursMemory,
@@ -56,8 +58,9 @@ impl Harness {
             Harness::OursMany => "ours, SQLite Full, 1024 in flight",
             Harness::RusqliteLoop => "rusqlite 1000-row loop",
             Harness::Python => "Python snakeMQ persistent",
-            Harness::OursOne => "ours, SQLite Full, 1 in flight",
+            Harness::OursOne => "ours, SQLite Full, 1 in flight, current-thread runtime",
             Harness::FsyncLoop => "write+fsync loop",
+            Harness::OursOneMultiThread => "ours, same, multi-thread runtime",
             Harness::OursRocks => "ours, RocksDB Full, 1024 in flight",
             Harness::RocksLoop => "rust-rocksdb synced batches",
             Harness::OursMemory => "ours, bytes per queued msg",
@@ -85,7 +88,7 @@ impl Harness {
             }
             // Python snakeMQ commits twice per message (~30 msg/s here).
             Harness::Python => (300, 60),
-            Harness::OursOne | Harness::FsyncLoop => (3_000, 500),
+            Harness::OursOne | Harness::FsyncLoop | Harness::OursOneMultiThread => (3_000, 500),
             Harness::OursMemory | Harness::ZmqMemory => (1_000_000, 200_000),
         };
         if quick { quick_count } else { full }
@@ -283,6 +286,7 @@ fn command(
             command.args(["--runtime", "current-thread"]);
             command
         }
+        Harness::OursOneMultiThread => ours("1", "sqlite"),
         Harness::OursRocks => ours("1024", "rocksdb"),
         Harness::RusqliteLoop => baseline("rusqlite-loop"),
         Harness::FsyncLoop => baseline("fsync-loop"),
@@ -374,6 +378,18 @@ fn render(results: &BTreeMap<Harness, Vec<f64>>, rounds: usize, quick: bool) -> 
             row.lower_is_better,
         ));
     }
+    // For reference, not a target: the one-producer row on the runtime the other rows use.
+    if let (Some(ours), Some(fsync)) = (
+        value(Harness::OursOneMultiThread),
+        value(Harness::FsyncLoop),
+    ) {
+        table.push_str(&format!(
+            "\nFor reference: one producer on a multi-thread runtime, {} msg/s = {:.2}× the \
+             write+fsync loop.\n",
+            group_digits(ours),
+            ours / fsync
+        ));
+    }
     table
 }
 
@@ -395,5 +411,10 @@ mod tests {
         assert!(line("Python").contains("2000.00×"));
         assert!(line("bytes of memory").ends_with("| 0.64× | <= 0.8× | yes |"));
         assert!(line("one producer").ends_with("| – | >= 0.8× | – |"));
+        assert!(!table.contains("For reference"));
+        results.insert(Harness::OursOneMultiThread, vec![4_000.0]);
+        results.insert(Harness::FsyncLoop, vec![5_000.0]);
+        let table = render(&results, 1, false);
+        assert!(table.contains("multi-thread runtime, 4,000 msg/s = 0.80× the"));
     }
 }
