@@ -261,6 +261,12 @@ impl Messaging {
     /// [`Event::Delivered`]). When the queue is full, the configured [`QueuePolicy`]
     /// applies. A message with `ttl = 0` for a peer that is not connected is dropped at once
     /// and reported as [`Event::Dropped`].
+    ///
+    /// A persistent message (with a durable store) returns only after its group commit.
+    /// Sends awaited at once share commits; a lone producer awaiting each durable send does
+    /// better on a current-thread runtime, where its next send, the connection and the
+    /// commit's completion need no wake-up from thread to thread (on 2 CPUs, about 15 %
+    /// more sends per second than on a multi-thread runtime).
     pub async fn send(&self, to: &str, message: impl Into<Message>) -> Result<Uuid, Error> {
         let message = message.into();
         let shared = &self.inner.shared;
