@@ -95,6 +95,7 @@ pub use service::{
 };
 
 use self::tap::RpcTap;
+use crate::messaging::TapReply;
 use crate::router::PrefixRouter;
 use crate::{Event, Message, Messaging, ReceivedMessage};
 
@@ -418,7 +419,7 @@ impl Rpc {
     pub fn dispatch(&self, event: &Event) -> bool {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
-                self.handle(from.clone(), message, None);
+                self.handle(from.clone(), message, None, None);
                 true
             }
             Event::Connected { peer, .. } => {
@@ -480,7 +481,7 @@ impl Rpc {
     pub fn route(&self, router: PrefixRouter) -> PrefixRouter {
         let rpc = self.clone();
         router.route(PREFIX, move |from, message| {
-            rpc.handle(Arc::from(from), message, None);
+            rpc.handle(Arc::from(from), message, None, None);
         })
     }
 
@@ -510,7 +511,7 @@ impl Rpc {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
                 let (hold, done) = oneshot::channel();
-                self.handle(from.clone(), message, Some(hold));
+                self.handle(from.clone(), message, Some(hold), None);
                 // The sender is dropped once the reply is queued (or never sent).
                 let _ = done.await;
                 true
@@ -519,7 +520,16 @@ impl Rpc {
         }
     }
 
-    fn handle(&self, from: Arc<str>, message: &ReceivedMessage, hold: server::Hold) {
+    /// Handles an RPC message from `from`. `replies`: where a call's reply goes when it
+    /// is ready at once, for the connection's driver to write (see
+    /// `crate::messaging::Tap::received`); without it, replies are queued.
+    fn handle(
+        &self,
+        from: Arc<str>,
+        message: &ReceivedMessage,
+        hold: server::Hold,
+        replies: Option<&mut Vec<TapReply>>,
+    ) {
         // (Decoded without an allocation per text field: a call's object and method are
         // looked at, not kept.)
         let Some(envelope) = envelope::Received::from_data(&message.data) else {
@@ -530,7 +540,12 @@ impl Rpc {
         match envelope.kind() {
             Some(kind @ (Kind::Call | Kind::Signal)) => {
                 let signal = kind == Kind::Signal;
-                server::incoming(&self.inner, from, envelope, &message.data, signal, hold);
+                let to = server::Origin {
+                    peer: from,
+                    hold,
+                    replies,
+                };
+                server::incoming(&self.inner, to, envelope, &message.data, signal);
             }
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
                 let mut calls = self.inner.lock_calls();

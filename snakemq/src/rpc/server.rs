@@ -17,6 +17,7 @@ use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
 use super::{Inner, ObjectHandle};
 use crate::Message;
+use crate::messaging::TapReply;
 
 /// What a handler produced.
 #[derive(Debug, Clone)]
@@ -115,21 +116,42 @@ fn error_reply(inner: &Inner, id: u64, kind: RemoteErrorKind, detail: String) ->
     reply
 }
 
-/// Handles a call or signal from `from`.
-///
-/// `hold` is kept until the call's reply is queued or the signal has run (see
-/// `Rpc::serve_event`); dropping it tells the waiter.
+/// Where a call came from, and how its reply goes back.
+pub(super) struct Origin<'a> {
+    /// The calling peer.
+    pub(super) peer: Arc<str>,
+    /// Kept until the call's reply is queued or the signal has run (see
+    /// `Rpc::serve_event`); dropping it tells the waiter.
+    pub(super) hold: Hold,
+    /// The connection driver's replies (with `Rpc::spawn_dispatch`): a reply ready at once
+    /// goes there and leaves on the connection the call came in on, outside the queue.
+    /// Without it, replies are queued as messages.
+    pub(super) replies: Option<&'a mut Vec<TapReply>>,
+}
+
+impl Origin<'_> {
+    /// Sends reply `data` back to the caller, with the TTL of a reply to a call of
+    /// deadline `ttl`.
+    fn reply(self, inner: &Arc<Inner>, data: Bytes, ttl: Option<Duration>) {
+        let ttl = reply_ttl(inner, ttl);
+        match self.replies {
+            Some(replies) => replies.push(TapReply { data, ttl }),
+            None => queue_reply(inner, self.peer, data, ttl, self.hold),
+        }
+    }
+}
+
+/// Handles a call or signal from `origin`.
 pub(super) fn incoming(
     inner: &Arc<Inner>,
-    from: Arc<str>,
+    origin: Origin<'_>,
     call: Received,
     data: &Bytes,
     signal: bool,
-    hold: Hold,
 ) {
     let id = call.id();
     if !signal {
-        let known = inner.lock_cache().begin(&from, id);
+        let known = inner.lock_cache().begin(&origin.peer, id);
         match known {
             Some(Entry::Running) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -137,27 +159,21 @@ pub(super) fn incoming(
             }
             Some(Entry::Done(reply)) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                send_data(inner, from, reply, ttl_of(call.deadline_ms()), hold);
+                origin.reply(inner, reply, ttl_of(call.deadline_ms()));
                 return;
             }
             None => {}
         }
     }
     let deadline_ms = call.deadline_ms();
-    let Some(slot) = Slot::acquire(inner, &from) else {
+    let Some(slot) = Slot::acquire(inner, &origin.peer) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         if signal {
-            tracing::warn!(peer = %from, method = %call.method(), "rpc signal dropped: busy");
+            tracing::warn!(peer = %origin.peer, method = %call.method(), "rpc signal dropped: busy");
         } else {
-            inner.lock_cache().forget(&from, id);
+            inner.lock_cache().forget(&origin.peer, id);
             let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
-            send_data(
-                inner,
-                from.clone(),
-                reply.to_data(),
-                ttl_of(deadline_ms),
-                hold,
-            );
+            origin.reply(inner, reply.to_data(), ttl_of(deadline_ms));
         }
         return;
     };
@@ -166,19 +182,20 @@ pub(super) fn incoming(
         let detail = format!("no object {:?}", call.object());
         respond(
             inner,
-            &from,
+            origin,
             signal,
             deadline_ms,
             error_reply(inner, id, RemoteErrorKind::UnknownObject, detail),
-            hold,
         );
         return;
     };
     let deadline = ttl_of(deadline_ms);
     let data = data.clone();
-    let inner = inner.clone();
-    let runtime = inner.runtime.clone();
-    run_or_spawn(&runtime, async move {
+    let from = origin.peer.clone();
+    let task_inner = inner.clone();
+    // The call up to its reply's data (`None`: a signal, or nothing to send).
+    let mut future = Box::pin(async move {
+        let inner = task_inner;
         let _slot = slot;
         // Readiness is part of the call: a concurrency limit waits here, a load-shed
         // layer fails here (sent back as busy).
@@ -219,12 +236,11 @@ pub(super) fn incoming(
                     // A load-shed layer refused it before it ran: like a refusal at the
                     // in-flight bound, the id is forgotten (not cached) so a retry runs.
                     inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-                    if !signal {
-                        inner.lock_cache().forget(&from, id);
-                        let reply = error_reply(&inner, id, kind, detail);
-                        send_data(&inner, from.clone(), reply.to_data(), deadline, hold);
+                    if signal {
+                        return None;
                     }
-                    return;
+                    inner.lock_cache().forget(&from, id);
+                    return Some(error_reply(&inner, id, kind, detail).to_data());
                 }
                 error_reply(&inner, id, kind, detail)
             }
@@ -235,12 +251,29 @@ pub(super) fn incoming(
             }
         };
         inner.stats.served.fetch_add(1, Ordering::Relaxed);
-        // Sent from this task: no second task per call.
-        if let Some(data) = settle(&inner, &from, signal, &reply) {
-            let ttl = reply_ttl(&inner, ttl_of(deadline_ms));
-            send_reply(inner.messaging.clone(), from, data, ttl, hold).await;
-        }
+        settle(&inner, &from, signal, &reply)
     });
+    // Polled here until it first has to wait (see `run_or_spawn`): a reply ready at once
+    // goes back with this turn of the connection's driver.
+    let ready = {
+        let _context = inner.runtime.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut cx)
+    };
+    match ready {
+        std::task::Poll::Ready(Some(data)) => origin.reply(inner, data, deadline),
+        std::task::Poll::Ready(None) => {}
+        std::task::Poll::Pending => {
+            let Origin { peer, hold, .. } = origin;
+            let ttl = reply_ttl(inner, deadline);
+            let messaging = inner.messaging.clone();
+            inner.runtime.spawn(async move {
+                if let Some(data) = future.await {
+                    send_reply(messaging, peer, data, ttl, hold).await;
+                }
+            });
+        }
+    }
 }
 
 /// `object.method` of a call, for the details of a failure: decoded again from the call's
@@ -259,14 +292,13 @@ fn ttl_of(deadline_ms: u32) -> Option<Duration> {
 /// Caches and sends the reply of a call; for a signal, logs a failure instead.
 fn respond(
     inner: &Arc<Inner>,
-    from: &Arc<str>,
+    origin: Origin<'_>,
     signal: bool,
     deadline_ms: u32,
     reply: Envelope,
-    hold: Hold,
 ) {
-    if let Some(data) = settle(inner, from, signal, &reply) {
-        send_data(inner, from.clone(), data, ttl_of(deadline_ms), hold);
+    if let Some(data) = settle(inner, &origin.peer, signal, &reply) {
+        origin.reply(inner, data, ttl_of(deadline_ms));
     }
 }
 
@@ -286,9 +318,15 @@ fn settle(inner: &Inner, from: &Arc<str>, signal: bool, reply: &Envelope) -> Opt
     }
 }
 
-/// Queues reply data from a task of its own (for callers that cannot wait).
-fn send_data(inner: &Arc<Inner>, to: Arc<str>, data: Bytes, ttl: Option<Duration>, hold: Hold) {
-    let ttl = reply_ttl(inner, ttl);
+/// Queues reply data (from a task of its own if it has to wait for room); `ttl` is
+/// final.
+pub(super) fn queue_reply(
+    inner: &Arc<Inner>,
+    to: Arc<str>,
+    data: Bytes,
+    ttl: Duration,
+    hold: Hold,
+) {
     let messaging = inner.messaging.clone();
     run_or_spawn(&inner.runtime, send_reply(messaging, to, data, ttl, hold));
 }

@@ -168,6 +168,7 @@ impl Driver {
         let mut fresh_ids = Vec::new();
         let mut tapped = std::mem::take(&mut self.scratch.tapped);
         tapped.clear();
+        let mut replies = std::mem::take(&mut self.scratch.replies);
         // A duplicate's first copy was handed over earlier, but the application may not be
         // done with it yet (it can still wait in the event queue): the duplicate is
         // acknowledged when the application reaches this batch, which means it finished
@@ -185,7 +186,7 @@ impl Driver {
             }
             let mut message = ReceivedMessage::from_wire(frame);
             if let Some(tap) = tap {
-                match tap.received(&peer, message) {
+                match tap.received(&peer, message, &mut replies) {
                     Some(untaken) => message = untaken,
                     None => {
                         tapped.push(uuid);
@@ -206,6 +207,10 @@ impl Driver {
             self.confirmed(&tapped).await;
         }
         self.scratch.tapped = tapped;
+        if !replies.is_empty() {
+            self.write_replies(&peer, &mut replies);
+        }
+        self.scratch.replies = replies;
         if events.is_empty() && duplicate_ids.is_empty() {
             return;
         }

@@ -121,6 +121,8 @@ struct Scratch {
     seqs: Vec<u64>,
     /// Records read from the queue for sending.
     records: Vec<snakemq_storage::Record>,
+    /// Replies of the tap, written outside the queue.
+    replies: Vec<super::tap::TapReply>,
 }
 
 enum Ended {
