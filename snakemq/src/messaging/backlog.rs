@@ -120,7 +120,7 @@ pub(crate) fn request_page(shared: &Arc<Shared>, state: &mut State, peer: &Arc<s
             state.peers.get(&peer).map(|l| l.wake.clone())
         };
         if let Some(wake) = wake {
-            wake.notify_one();
+            wake.notify();
         }
     });
 }

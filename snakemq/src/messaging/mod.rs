@@ -17,6 +17,7 @@ mod persist;
 mod state;
 mod sweeper;
 mod tap;
+mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,7 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.link.shutdown();
-        self.shared.shutdown.cancel();
+        self.shared.stop();
     }
 }
 
@@ -154,6 +155,7 @@ impl MessagingBuilder {
             max_packet_size,
             persister,
             tap: std::sync::OnceLock::new(),
+            drivers: Default::default(),
         });
         let stopped = CancellationToken::new();
         shared.tasks.spawn(sweeper::run(shared.clone()));
@@ -364,7 +366,7 @@ impl Messaging {
             };
             let Pushed { wake, commit } = wake;
             if let Some(wake) = wake {
-                wake.notify_one();
+                wake.notify();
             }
             if let Expiry::At(deadline) = expiry {
                 if deadline < shared.sweep_armed.load(Ordering::Acquire) {
@@ -452,7 +454,7 @@ impl Messaging {
         // listeners and connectors, waiting until they are gone, so their addresses are free
         // when this returns. (In this order a QUIC connection's close still goes out through
         // its listener's socket, and its peer learns at once instead of by timeout.)
-        self.inner.shared.shutdown.cancel();
+        self.inner.shared.stop();
         self.inner.stopped.cancelled().await;
         self.inner.link.close().await;
         if let Some(persister) = &self.inner.shared.persister {
@@ -479,7 +481,7 @@ enum Step {
 /// What queuing one message left to do outside the lock.
 struct Pushed {
     /// The driver to wake.
-    wake: Option<Arc<tokio::sync::Notify>>,
+    wake: Option<Arc<wake::DriverWake>>,
     /// The commit to wait for (persistent messages).
     commit: Option<tokio::sync::oneshot::Receiver<Result<(), Arc<snakemq_storage::StorageError>>>>,
 }

@@ -22,7 +22,7 @@ use crate::proto::Uuid;
 pub(crate) struct PeerLink {
     pub(crate) conn: ConnId,
     /// Wakes the connection's driver: new messages, or it must close.
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<super::wake::DriverWake>,
     /// Set when the driver must close the connection (replaced by a newer one).
     pub(crate) evicted: Arc<AtomicBool>,
     pub(crate) acks: bool,
@@ -228,6 +228,8 @@ pub(crate) struct Shared {
     pub(crate) persister: Option<super::persist::Persister>,
     /// Takes received messages before the event stream (see `tap.rs`).
     pub(crate) tap: std::sync::OnceLock<Arc<dyn super::tap::Tap>>,
+    /// The connection drivers' wakes, for shutdown.
+    pub(crate) drivers: super::wake::DriverWakes,
 }
 
 /// Whether a record was (or will be) committed to the durable store.
@@ -251,6 +253,12 @@ impl Shared {
                     .map(|r| r.seq),
             );
         }
+    }
+
+    /// Cancels the shutdown token and wakes every connection driver to see it.
+    pub(crate) fn stop(&self) {
+        self.shutdown.cancel();
+        self.drivers.wake_all();
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

@@ -55,7 +55,7 @@ impl Driver {
                     return Err(Error::DuplicateIdentity(peer.to_string()));
                 }
                 existing.evicted.store(true, Ordering::Release);
-                existing.wake.notify_one();
+                existing.wake.notify();
             }
             state.peers.insert(
                 peer.clone(),

@@ -6,7 +6,6 @@
 //! burst of buffered packets, a wake-up for new messages, a timer), then sends what the
 //! turn produced in one write: many messages and one batched ACK frame per syscall.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -15,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use snakemq_link::{ConnInfo, Connection, PacketReader, PacketWriter};
 use snakemq_storage::Expiry;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -62,7 +60,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         writer,
         peer: None,
         acks: false,
-        wake: Arc::new(Notify::new()),
+        wake: shared.drivers.register(),
         evicted: Arc::new(AtomicBool::new(false)),
         chunks: Vec::new(),
         delivered_on_write: Vec::new(),
@@ -139,7 +137,7 @@ struct Driver {
     /// The peer's identity once it identified and was registered.
     peer: Option<Arc<str>>,
     acks: bool,
-    wake: Arc<Notify>,
+    wake: Arc<super::wake::DriverWake>,
     evicted: Arc<AtomicBool>,
     /// Whole packets waiting to be written before the protocol's transmit buffer (large
     /// payloads kept out of the copy).
@@ -172,14 +170,9 @@ impl Driver {
         // timer that fires before the current deadline finds nothing due and is re-armed.
         let timer = tokio::time::sleep_until(Instant::now() + NEVER);
         tokio::pin!(timer);
-        // The shutdown and wake-up futures live across turns too: made afresh each turn,
-        // each registered itself (a lock) and took itself out again (another) in every
-        // turn, four or more turns per RPC call.
-        let cancelled = shared.shutdown.cancelled();
-        tokio::pin!(cancelled);
+        // Shutdown, new messages and an eviction wake the driver through its
+        // `DriverWake` (see `wake.rs`); shutdown is the token's flag, looked at first.
         let wake = self.wake.clone();
-        let notified = wake.notified();
-        tokio::pin!(notified);
         let mut armed: Option<Instant> = None;
         loop {
             let deadline = match (
@@ -202,7 +195,15 @@ impl Driver {
             let mut acks_now = false;
             tokio::select! {
                 biased;
-                () = &mut cancelled => {
+                () = std::future::poll_fn(|_| {
+                    // (No waker of its own: `Shared::stop` cancels, then notifies `wake`,
+                    // whose branch below is polled whenever this one is pending.)
+                    if shared.shutdown.is_cancelled() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                }) => {
                     // What the application finished before the shutdown is acknowledged
                     // (the acks go out with the final flush).
                     while let Ok(ids) = confirmed.try_recv() {
@@ -239,10 +240,7 @@ impl Driver {
                         self.confirmed(&more).await;
                     }
                 }
-                () = notified.as_mut(), if self.peer.is_some() => {
-                    // (A fresh one for the next wake-up: a Notify permit given meanwhile
-                    // is kept for it.)
-                    notified.set(wake.notified());
+                () = std::future::poll_fn(|cx| wake.poll_notified(cx)) => {
                     // New messages were queued. Let the other tasks that are ready run first:
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
@@ -279,21 +277,14 @@ impl Driver {
                 () = tokio::task::yield_now(), if acks_waiting => acks_now = true,
             }
             self.process_events().await?;
+            // A send during this turn (typically a reply the tap could not write itself)
+            // notified this driver; the pump below takes what it queued, so that
+            // notification would only cost a turn that finds nothing. Taken before the
+            // pump (a send after this point notifies again), and before the look at
+            // `evicted`, which is set before its notification.
+            wake.take();
             if self.evicted.load(Ordering::Acquire) {
                 return Ok(Ended::Evicted);
-            }
-            // A send during this turn (typically the tap's reply to a call just read)
-            // notified this driver; the pump below takes what it queued, so that
-            // notification would only cost a turn that finds nothing. Taken here, before
-            // the pump (and polled with this task's waker, so the next one still wakes
-            // it): a send after this point notifies again.
-            if self.peer.is_some() {
-                let taken =
-                    std::future::poll_fn(|cx| Poll::Ready(notified.as_mut().poll(cx).is_ready()))
-                        .await;
-                if taken {
-                    notified.set(wake.notified());
-                }
             }
             self.pump().await;
             if acks_now {
