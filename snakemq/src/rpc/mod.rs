@@ -69,6 +69,7 @@
 
 mod cache;
 mod client;
+mod deadlines;
 mod envelope;
 mod error;
 #[doc(hidden)]
@@ -163,7 +164,8 @@ struct Counters {
 /// A call waiting for its reply.
 struct PendingCall {
     peer: Arc<str>,
-    reply: oneshot::Sender<Envelope>,
+    /// The reply, or the deadline's error (`deadlines.rs`).
+    reply: oneshot::Sender<Result<Envelope, RpcError>>,
     /// The call's message data, sent again after a reconnect.
     data: Bytes,
     /// When the caller stops waiting.
@@ -180,6 +182,9 @@ struct Calls {
     // foldhash: looked up on every call and reply; SipHash showed in profiles.
     pending: foldhash::HashMap<u64, PendingCall>,
     connected: foldhash::HashSet<Arc<str>>,
+    /// The deadline the deadline task sleeps until (`deadlines.rs`); no later than the
+    /// earliest deadline of `pending`.
+    armed: Option<tokio::time::Instant>,
 }
 
 /// Places taken by running calls, overall and per peer.
@@ -211,6 +216,15 @@ struct Inner {
     next_id: AtomicU64,
     serving: Mutex<Serving>,
     stats: Counters,
+    /// Wakes the deadline task (`deadlines.rs`).
+    deadline_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The deadline task ends when it finds the handle gone.
+        self.deadline_wake.notify_one();
+    }
 }
 
 impl Inner {
@@ -280,8 +294,9 @@ impl Rpc {
                 .into_iter()
                 .map(Arc::from)
                 .collect(),
+            armed: None,
         };
-        Ok(Rpc {
+        let rpc = Rpc {
             inner: Arc::new(Inner {
                 messaging: messaging.clone(),
                 cache: Mutex::new(cache::ReplyCache::new(config.reply_cache)),
@@ -292,8 +307,11 @@ impl Rpc {
                 next_id: AtomicU64::new(first_id),
                 serving: Mutex::new(Serving::default()),
                 stats: Counters::default(),
+                deadline_wake: Default::default(),
             }),
-        })
+        };
+        deadlines::spawn(&rpc.inner);
+        Ok(rpc)
     }
 
     /// Registers `server` (a generated `<Trait>Server`) under `object`, replacing a
@@ -556,7 +574,7 @@ impl Rpc {
                     .is_some_and(|call| call.peer == from)
                 {
                     if let Some(call) = calls.pending.remove(&envelope.id()) {
-                        let _ = call.reply.send(envelope.into_envelope());
+                        let _ = call.reply.send(Ok(envelope.into_envelope()));
                     }
                 }
             }
