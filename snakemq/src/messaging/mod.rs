@@ -141,6 +141,7 @@ impl MessagingBuilder {
                 dedup: Default::default(),
                 backlogs,
                 next_seq,
+                inserted: 0,
             }),
             settings,
             clock: Clock::new(),
@@ -515,7 +516,10 @@ fn push(
             backlog.unloaded += 1;
         }
         Some(backlog) => backlog.parked.push_back(record),
-        None => state.store.insert(to, record)?,
+        None => {
+            state.inserted += 1;
+            state.store.insert(to, record)?;
+        }
     }
     Ok(Pushed { wake, commit })
 }

@@ -28,6 +28,10 @@ pub(crate) struct PeerLink {
     pub(crate) acks: bool,
     /// Sequence number of the last message handed to this connection.
     pub(crate) cursor: Option<u64>,
+    /// `State::inserted` when a read of the queue past `cursor` found its end: until the
+    /// next insertion there is nothing to read (a store read per driver turn was about
+    /// 400 instructions, three turns per RPC call with one outstanding).
+    pub(crate) drained_at: Option<u64>,
     /// Sent, not yet acknowledged.
     pub(crate) in_flight: VecDeque<InFlight>,
     pub(crate) in_flight_bytes: usize,
@@ -190,6 +194,9 @@ pub(crate) struct State {
     pub(crate) backlogs: foldhash::HashMap<Arc<str>, super::backlog::Backlog>,
     /// The next sequence number: one order for memory and the durable store.
     pub(crate) next_seq: u64,
+    /// Insertions into `store` so far: a driver that read its peer's queue to the end
+    /// reads it again only after one (see `PeerLink::drained_at`).
+    pub(crate) inserted: u64,
 }
 
 /// Counters kept whether or not anyone reads events.

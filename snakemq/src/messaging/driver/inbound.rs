@@ -65,6 +65,7 @@ impl Driver {
                     evicted: self.evicted.clone(),
                     acks,
                     cursor: None,
+                    drained_at: None,
                     in_flight: Default::default(),
                     in_flight_bytes: 0,
                 },

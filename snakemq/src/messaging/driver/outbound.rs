@@ -40,7 +40,8 @@ impl Driver {
             let room = settings
                 .max_in_flight_messages
                 .saturating_sub(link.in_flight.len());
-            if room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
+            let drained = link.drained_at == Some(state.inserted) && state.backlogs.is_empty();
+            if drained || room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
                 self.scratch.records = batch;
                 return;
             }
@@ -79,6 +80,9 @@ impl Driver {
                 }
                 bytes += record.data.len();
             }
+            // Read to the end and all of it taken: nothing more until an insertion.
+            link.drained_at =
+                (batch.len() < room && taken == batch.len()).then_some(state.inserted);
             batch.truncate(taken);
             let acks = link.acks;
             // (Only needed with a backlog: a store lookup per turn otherwise.)
