@@ -130,47 +130,15 @@ impl Envelope {
         body: &[u8],
         deadline_ms: u32,
     ) -> Bytes {
-        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-        // Field by field in tag order, defaults left out: what prost's derive does.
-        let delimited = |tag: u32, len: usize| {
-            if len == 0 {
-                0
-            } else {
-                key_len(tag) + encoded_len_varint(len as u64) + len
-            }
-        };
-        let kind = kind.code();
-        let len = key_len(1)
-            + encoded_len_varint(u64::from(kind))
-            + if id != 0 { key_len(2) + 8 } else { 0 }
-            + delimited(3, object.len())
-            + delimited(4, method.len())
-            + delimited(5, body.len())
-            + if deadline_ms != 0 {
-                key_len(8) + encoded_len_varint(u64::from(deadline_ms))
-            } else {
-                0
-            };
-        let mut buf = BytesMut::with_capacity(PREFIX.len() + len);
-        buf.put_slice(PREFIX);
-        encode_key(1, WireType::Varint, &mut buf);
-        encode_varint(u64::from(kind), &mut buf);
-        if id != 0 {
-            encode_key(2, WireType::SixtyFourBit, &mut buf);
-            buf.put_u64_le(id);
-        }
-        for (tag, field) in [(3, object.as_bytes()), (4, method.as_bytes()), (5, body)] {
-            if !field.is_empty() {
-                encode_key(tag, WireType::LengthDelimited, &mut buf);
-                encode_varint(field.len() as u64, &mut buf);
-                buf.put_slice(field);
-            }
-        }
-        if deadline_ms != 0 {
-            encode_key(8, WireType::Varint, &mut buf);
-            encode_varint(u64::from(deadline_ms), &mut buf);
-        }
-        buf.freeze()
+        let texts = [object.as_bytes(), method.as_bytes()];
+        encode_parts(kind, id, texts, body, 0, deadline_ms)
+    }
+
+    /// Message data of a reply of `kind` with `body` and `error` (no detail): the same
+    /// bytes as [`Envelope::to_data`] of that envelope, without building one (prost's
+    /// length pass over every field, then its encoding pass).
+    pub(crate) fn reply_data(kind: Kind, id: u64, error: u32, body: &[u8]) -> Bytes {
+        encode_parts(kind, id, [b"", b""], body, error, 0)
     }
 
     /// Decodes message data; `None` when it lacks the prefix or is not an envelope.
@@ -180,6 +148,64 @@ impl Envelope {
         }
         Envelope::decode(data.slice(PREFIX.len()..)).ok()
     }
+}
+
+/// Encodes an envelope without a detail field from borrowed parts, field by field in tag
+/// order with defaults left out: what prost's derive does.
+fn encode_parts(
+    kind: Kind,
+    id: u64,
+    [object, method]: [&[u8]; 2],
+    body: &[u8],
+    error: u32,
+    deadline_ms: u32,
+) -> Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let delimited = |tag: u32, len: usize| {
+        if len == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(len as u64) + len
+        }
+    };
+    let varint = |tag: u32, value: u32| {
+        if value == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(u64::from(value))
+        }
+    };
+    let kind = kind.code();
+    let len = varint(1, kind)
+        + if id != 0 { key_len(2) + 8 } else { 0 }
+        + delimited(3, object.len())
+        + delimited(4, method.len())
+        + delimited(5, body.len())
+        + varint(6, error)
+        + varint(8, deadline_ms);
+    let mut buf = BytesMut::with_capacity(PREFIX.len() + len);
+    buf.put_slice(PREFIX);
+    let put_varint = |buf: &mut BytesMut, tag: u32, value: u32| {
+        if value != 0 {
+            encode_key(tag, WireType::Varint, buf);
+            encode_varint(u64::from(value), buf);
+        }
+    };
+    put_varint(&mut buf, 1, kind);
+    if id != 0 {
+        encode_key(2, WireType::SixtyFourBit, &mut buf);
+        buf.put_u64_le(id);
+    }
+    for (tag, field) in [(3, object), (4, method), (5, body)] {
+        if !field.is_empty() {
+            encode_key(tag, WireType::LengthDelimited, &mut buf);
+            encode_varint(field.len() as u64, &mut buf);
+            buf.put_slice(field);
+        }
+    }
+    put_varint(&mut buf, 6, error);
+    put_varint(&mut buf, 8, deadline_ms);
+    buf.freeze()
 }
 
 /// The wire shape of [`Envelope`] with its text fields as bytes: the reference decoding
@@ -358,6 +384,23 @@ impl Received {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_data_matches_the_derived_encoding() {
+        for kind in [Kind::ReplyOk, Kind::ReplyErr] {
+            for id in [0, 1, u64::MAX] {
+                for error in [0, 7, 300] {
+                    for body in [&b""[..], b"\x08\x01", &[0x5a; 300]] {
+                        let mut envelope =
+                            Envelope::new(kind, id).with_body(Bytes::copy_from_slice(body));
+                        envelope.error = error;
+                        let direct = Envelope::reply_data(kind, id, error, body);
+                        assert_eq!(direct, envelope.to_data());
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn request_data_matches_the_derived_encoding() {

@@ -5,11 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use tower::{Service, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
 use super::cache::Entry;
 use super::envelope::{APPLICATION_ERROR, Envelope, Kind, Received};
@@ -190,68 +191,105 @@ pub(super) fn incoming(
         return;
     };
     let deadline = ttl_of(deadline_ms);
+    let service = match service {
+        ObjectHandle::Plain(object) => {
+            // Started and polled here, unboxed, until it first has to wait: a reply ready
+            // at once goes back with this turn of the connection's driver (boxing the
+            // whole call's future for a task it rarely needs cost an allocation and a
+            // copy of the future per call).
+            let result = object.start(call.method(), call.body());
+            let mut started = match result {
+                Ok(started) => started,
+                Err(error) => {
+                    let reply = finish_call(
+                        inner,
+                        &origin.peer,
+                        id,
+                        signal,
+                        deadline_ms,
+                        data,
+                        Some(Err(error)),
+                    );
+                    drop(slot);
+                    if let Some(reply) = reply {
+                        origin.reply(inner, reply, deadline);
+                    }
+                    return;
+                }
+            };
+            let ready = {
+                let _context = inner.runtime.enter();
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                Pin::new(&mut started).poll(&mut cx)
+            };
+            match ready {
+                Poll::Ready(result) => {
+                    let reply = finish_call(
+                        inner,
+                        &origin.peer,
+                        id,
+                        signal,
+                        deadline_ms,
+                        data,
+                        Some(result),
+                    );
+                    drop(slot);
+                    if let Some(reply) = reply {
+                        origin.reply(inner, reply, deadline);
+                    }
+                }
+                Poll::Pending => {
+                    let data = data.clone();
+                    let task_inner = inner.clone();
+                    let Origin { peer, hold, .. } = origin;
+                    let ttl = reply_ttl(inner, deadline);
+                    inner.runtime.spawn(async move {
+                        let inner = task_inner;
+                        // (The deadline's timer starts at this first poll in the task.)
+                        let result = match deadline {
+                            Some(d) => lazy_timeout(d, started).await,
+                            None => Some(started.await),
+                        };
+                        let reply =
+                            finish_call(&inner, &peer, id, signal, deadline_ms, &data, result);
+                        drop(slot);
+                        if let Some(reply) = reply {
+                            send_reply(inner.messaging.clone(), peer, reply, ttl, hold).await;
+                        }
+                    });
+                }
+            }
+            return;
+        }
+        ObjectHandle::Layered(service) => service,
+    };
     let data = data.clone();
     let from = origin.peer.clone();
     let task_inner = inner.clone();
     // The call up to its reply's data (`None`: a signal, or nothing to send).
     let mut future = Box::pin(async move {
         let inner = task_inner;
-        let _slot = slot;
         // Readiness is part of the call: a concurrency limit waits here, a load-shed
         // layer fails here (sent back as busy).
         let run = async {
-            match service {
-                ObjectHandle::Plain(object) => object.run(call.method(), call.body()).await,
-                ObjectHandle::Layered(mut service) => {
-                    let request = RpcRequest {
-                        peer: from.clone(),
-                        object: call.object().to_owned(),
-                        method: call.method().to_owned(),
-                        body: call.body(),
-                        deadline,
-                        signal,
-                    };
-                    service.ready().await?.call(request).await
-                }
-            }
+            let mut service = service;
+            let request = RpcRequest {
+                peer: from.clone(),
+                object: call.object().to_owned(),
+                method: call.method().to_owned(),
+                body: call.body(),
+                deadline,
+                signal,
+            };
+            service.ready().await?.call(request).await
         };
         let result = match deadline {
             Some(d) => lazy_timeout(d, run).await,
             None => Some(run.await),
         };
-        let reply = match result {
-            Some(Ok(Handled::Ok(body))) => Envelope::new(Kind::ReplyOk, id).with_body(body),
-            Some(Ok(Handled::Application(body))) => {
-                let mut reply = Envelope::new(Kind::ReplyErr, id).with_body(body);
-                reply.error = APPLICATION_ERROR;
-                reply
-            }
-            Some(Err(error)) => {
-                let (kind, chain) = classify(&error);
-                let detail = format!("{}: {chain}", target_name(&data));
-                if matches!(kind, RemoteErrorKind::Panic | RemoteErrorKind::Failed) {
-                    tracing::warn!(peer = %from, %detail, "rpc handler failed");
-                }
-                if kind == RemoteErrorKind::Busy {
-                    // A load-shed layer refused it before it ran: like a refusal at the
-                    // in-flight bound, the id is forgotten (not cached) so a retry runs.
-                    inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-                    if signal {
-                        return None;
-                    }
-                    inner.lock_cache().forget(&from, id);
-                    return Some(error_reply(&inner, id, kind, detail).to_data());
-                }
-                error_reply(&inner, id, kind, detail)
-            }
-            None => {
-                let name = target_name(&data);
-                let detail = format!("{name} took longer than {deadline_ms} ms");
-                error_reply(&inner, id, RemoteErrorKind::Deadline, detail)
-            }
-        };
-        inner.stats.served.fetch_add(1, Ordering::Relaxed);
-        settle(&inner, &from, signal, &reply)
+        let reply = finish_call(&inner, &from, id, signal, deadline_ms, &data, result);
+        drop(slot);
+        reply
     });
     // Polled here until it first has to wait (see `run_or_spawn`): a reply ready at once
     // goes back with this turn of the connection's driver.
@@ -261,9 +299,9 @@ pub(super) fn incoming(
         future.as_mut().poll(&mut cx)
     };
     match ready {
-        std::task::Poll::Ready(Some(data)) => origin.reply(inner, data, deadline),
-        std::task::Poll::Ready(None) => {}
-        std::task::Poll::Pending => {
+        Poll::Ready(Some(data)) => origin.reply(inner, data, deadline),
+        Poll::Ready(None) => {}
+        Poll::Pending => {
             let Origin { peer, hold, .. } = origin;
             let ttl = reply_ttl(inner, deadline);
             let messaging = inner.messaging.clone();
@@ -274,6 +312,61 @@ pub(super) fn incoming(
             });
         }
     }
+}
+
+/// The reply data of a call that ran (`result`; `None`: it missed its deadline), cached;
+/// `None` for a signal (a failure is logged) or nothing to send.
+fn finish_call(
+    inner: &Inner,
+    from: &Arc<str>,
+    id: u64,
+    signal: bool,
+    deadline_ms: u32,
+    data: &Bytes,
+    result: Option<Result<Handled, BoxError>>,
+) -> Option<Bytes> {
+    let reply = match result {
+        Some(Ok(handled)) => {
+            inner.stats.served.fetch_add(1, Ordering::Relaxed);
+            if signal {
+                return None;
+            }
+            // (Encoded from the parts: no `Envelope` to build.)
+            let data = match handled {
+                Handled::Ok(body) => Envelope::reply_data(Kind::ReplyOk, id, 0, &body),
+                Handled::Application(body) => {
+                    Envelope::reply_data(Kind::ReplyErr, id, APPLICATION_ERROR, &body)
+                }
+            };
+            inner.lock_cache().finish(from, id, data.clone());
+            return Some(data);
+        }
+        Some(Err(error)) => {
+            let (kind, chain) = classify(&error);
+            let detail = format!("{}: {chain}", target_name(data));
+            if matches!(kind, RemoteErrorKind::Panic | RemoteErrorKind::Failed) {
+                tracing::warn!(peer = %from, %detail, "rpc handler failed");
+            }
+            if kind == RemoteErrorKind::Busy {
+                // A load-shed layer refused it before it ran: like a refusal at the
+                // in-flight bound, the id is forgotten (not cached) so a retry runs.
+                inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+                if signal {
+                    return None;
+                }
+                inner.lock_cache().forget(from, id);
+                return Some(error_reply(inner, id, kind, detail).to_data());
+            }
+            error_reply(inner, id, kind, detail)
+        }
+        None => {
+            let name = target_name(data);
+            let detail = format!("{name} took longer than {deadline_ms} ms");
+            error_reply(inner, id, RemoteErrorKind::Deadline, detail)
+        }
+    };
+    inner.stats.served.fetch_add(1, Ordering::Relaxed);
+    settle(inner, from, signal, &reply)
 }
 
 /// `object.method` of a call, for the details of a failure: decoded again from the call's
