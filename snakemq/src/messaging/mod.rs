@@ -524,15 +524,53 @@ fn push(
     Ok(Pushed { wake, commit })
 }
 
-/// A random version-4 UUID from the thread-local generator (no syscall per message).
+/// A fresh message id in the version-4 UUID layout: unique within the process (a counter)
+/// and across processes (two random values drawn once per process).
+///
+/// Drawing 16 bytes from the thread-local ChaCha generator for every message was about
+/// 180 instructions, two messages per RPC call. The first eight bytes are a bijective mix
+/// of the counter (so the duplicate window, which hashes by them, stays spread); the last
+/// eight carry the counter plainly, so two ids of one process never collide (until 2^62
+/// messages). A receiver only needs ids to be unique per sender.
 pub(crate) fn random_uuid() -> Uuid {
+    static SEEDS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (mix_seed, plain_seed) = *SEEDS.get_or_init(|| {
+        let mut rng = rand::rng();
+        (rng.next_u64(), rng.next_u64())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64's finaliser: a bijection that spreads every bit of its input.
+    let mut high = mix_seed.wrapping_add(n);
+    high = (high ^ (high >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    high = (high ^ (high >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    high ^= high >> 31;
+    // Version 4 in the high half of byte 6, the RFC 4122 variant in the top bits of byte 8.
+    let high = (high & !0x0000_0000_0000_f000) | 0x0000_0000_0000_4000;
+    let low = (plain_seed.wrapping_add(n) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
     let mut uuid = [0u8; 16];
-    rand::rng().fill_bytes(&mut uuid);
-    if let Some(b) = uuid.get_mut(6) {
-        *b = (*b & 0x0f) | 0x40;
-    }
-    if let Some(b) = uuid.get_mut(8) {
-        *b = (*b & 0x3f) | 0x80;
-    }
+    let (first, last) = uuid.split_at_mut(8);
+    first.copy_from_slice(&high.to_be_bytes());
+    last.copy_from_slice(&low.to_be_bytes());
     uuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_uuid;
+
+    #[test]
+    fn message_ids_are_unique_version_4_uuids() {
+        let mut seen = std::collections::HashSet::new();
+        let mut first_halves = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = random_uuid();
+            assert_eq!(id.get(6).map(|b| b >> 4), Some(4), "version 4");
+            assert_eq!(id.get(8).map(|b| b >> 6), Some(0b10), "RFC 4122 variant");
+            assert!(seen.insert(id));
+            // The duplicate window hashes by the first eight bytes: they must differ too.
+            first_halves.insert(id.get(..8).map(<[u8]>::to_vec));
+        }
+        assert!(first_halves.len() > 9_990);
+    }
 }

@@ -279,6 +279,10 @@ impl Driver {
                     }
                 }
             }
+            // (Acks of messages that were never queued, the tap's replies, match none.)
+            if seqs.is_empty() {
+                return;
+            }
             if let Err(error) = state.store.remove(&peer, seqs) {
                 tracing::error!(%error, "store failed to remove acknowledged messages");
             }

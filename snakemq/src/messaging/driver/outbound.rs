@@ -168,9 +168,13 @@ impl Driver {
         let writable =
             !self.proto.is_closed() && self.proto.is_identified() && self.hold_until.is_none() && {
                 let state = self.shared.lock();
-                let queued = state.store.stats(peer).map_or(u64::MAX, |s| s.messages);
                 state.peers.get(peer).is_some_and(|link| {
-                    queued == link.in_flight.len() as u64 && !state.backlogs.contains_key(peer)
+                    // Read to the end since the last insertion (the common case: no store
+                    // lookup), or everything queued is in flight.
+                    (link.drained_at == Some(state.inserted) && state.backlogs.is_empty())
+                        || (state.store.stats(peer).map_or(u64::MAX, |s| s.messages)
+                            == link.in_flight.len() as u64
+                            && !state.backlogs.contains_key(peer))
                 })
             };
         let max = self.shared.max_packet_size as usize;
