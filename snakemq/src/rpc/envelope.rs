@@ -313,13 +313,19 @@ impl Received {
                 }
             }
         }
+        // (Empty ones, most of them, need no look.)
         for text in [&received.object, &received.method, &received.detail] {
-            std::str::from_utf8(data.get(text.clone())?).ok()?;
+            if !text.is_empty() {
+                std::str::from_utf8(data.get(text.clone())?).ok()?;
+            }
         }
         Some(received)
     }
 
     fn text(&self, range: &Range<usize>) -> &str {
+        if range.is_empty() {
+            return "";
+        }
         // (Checked to be UTF-8 in `from_data`.)
         self.data
             .get(range.clone())

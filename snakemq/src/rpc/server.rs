@@ -178,9 +178,10 @@ pub(super) fn incoming(
         }
         return;
     };
-    let service = inner.lock_servers().get(call.object()).cloned();
+    let (object, method) = (call.object(), call.method());
+    let service = inner.lock_servers().get(object).cloned();
     let Some(service) = service else {
-        let detail = format!("no object {:?}", call.object());
+        let detail = format!("no object {object:?}");
         respond(
             inner,
             origin,
@@ -197,7 +198,7 @@ pub(super) fn incoming(
             // at once goes back with this turn of the connection's driver (boxing the
             // whole call's future for a task it rarely needs cost an allocation and a
             // copy of the future per call).
-            let result = object.start(call.method(), call.body());
+            let result = object.start(method, call.body());
             let mut started = match result {
                 Ok(started) => started,
                 Err(error) => {
