@@ -146,6 +146,7 @@ impl MessagingBuilder {
             settings,
             clock: Clock::new(),
             space: Default::default(),
+            space_waiters: Default::default(),
             sweep: Default::default(),
             sweep_armed: std::sync::atomic::AtomicU64::new(u64::MAX),
             events_tx,
@@ -293,8 +294,11 @@ impl Messaging {
             let step = {
                 let mut guard = shared.lock();
                 let state = &mut *guard;
+                // (One lookup of the peer for the whole send: its driver's wake-up too.)
                 let link = state.peers.get(to);
-                if expiry == Expiry::WhileConnected && link.is_none() {
+                let wake = link.map(|l| l.wake.clone());
+                let cursor = link.and_then(|l| l.cursor);
+                if expiry == Expiry::WhileConnected && wake.is_none() {
                     Step::NotConnected
                 } else {
                     let stats = state.store.stats(to)?;
@@ -303,7 +307,7 @@ impl Messaging {
                             || stats.bytes + size > limits.max_bytes);
                     match (full, limits.policy) {
                         (false, _) => Step::Queued {
-                            pushed: push(state, persister, to, uuid, &message, expiry)?,
+                            pushed: push(state, persister, to, uuid, &message, expiry, wake)?,
                             dropped_oldest: Vec::new(),
                         },
                         (true, QueuePolicy::Error) => {
@@ -313,11 +317,15 @@ impl Messaging {
                                 bytes: stats.bytes,
                             });
                         }
-                        (true, QueuePolicy::Wait) => Step::Full,
+                        (true, QueuePolicy::Wait) => {
+                            // Counted under the lock that saw the queue full: a driver that
+                            // frees room afterwards sees the count (see `Shared::space_freed`).
+                            shared.space_waiters.fetch_add(1, Ordering::AcqRel);
+                            Step::Full
+                        }
                         (true, QueuePolicy::DropOldest) => {
                             // The oldest messages not in flight (in-flight ones may be
                             // acknowledged any moment), as many as it takes to make room.
-                            let cursor = link.and_then(|l| l.cursor);
                             let mut victims = Vec::new();
                             let (mut messages, mut bytes) = (stats.messages, stats.bytes);
                             let mut page = Vec::new();
@@ -341,7 +349,7 @@ impl Messaging {
                             let seqs: Vec<u64> = victims.iter().map(|v| v.seq).collect();
                             state.store.remove(to, &seqs)?;
                             Step::Queued {
-                                pushed: push(state, persister, to, uuid, &message, expiry)?,
+                                pushed: push(state, persister, to, uuid, &message, expiry, wake)?,
                                 dropped_oldest: victims,
                             }
                         }
@@ -355,6 +363,7 @@ impl Messaging {
                     return Ok(uuid);
                 }
                 Step::Full => {
+                    let _waiting = SpaceWaiter(shared);
                     tokio::select! {
                         _ = space => continue,
                         _ = shared.shutdown.cancelled() => return Err(Error::Shutdown),
@@ -466,6 +475,16 @@ impl Messaging {
     }
 }
 
+/// A sender waiting for queue room, counted in `Shared::space_waiters` until it stops
+/// waiting (woken, shut down, or its future dropped).
+struct SpaceWaiter<'a>(&'a Shared);
+
+impl Drop for SpaceWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.space_waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What `send` found under the lock.
 enum Step {
     /// `ttl = 0` and the peer is not connected.
@@ -497,6 +516,7 @@ fn push(
     uuid: Uuid,
     message: &Message,
     expiry: Expiry,
+    wake: Option<Arc<wake::DriverWake>>,
 ) -> Result<Pushed, Error> {
     let seq = state.next_seq;
     state.next_seq += 1;
@@ -508,7 +528,6 @@ fn push(
         expiry,
     };
     let persistent = persister.filter(|_| is_persistent(record.flags, expiry));
-    let wake = state.peers.get(to).map(|l| l.wake.clone());
     let commit = persistent.map(|p| p.push(Arc::from(to), record.clone()));
     match state.backlogs.get_mut(to) {
         Some(backlog) if commit.is_some() => {

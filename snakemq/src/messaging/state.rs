@@ -215,6 +215,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// Wakes senders waiting for queue space.
     pub(crate) space: Notify,
+    /// Senders waiting on `space` (see `Shared::space_freed`).
+    pub(crate) space_waiters: std::sync::atomic::AtomicUsize,
     /// Wakes the TTL sweeper (a sooner deadline, or a disconnect).
     pub(crate) sweep: Notify,
     /// The deadline (ms since the epoch) the sweeper sleeps until, `u64::MAX` for none:
@@ -259,6 +261,18 @@ impl Shared {
                     .filter(|r| is_persistent(r.flags, r.expiry))
                     .map(|r| r.seq),
             );
+        }
+    }
+
+    /// Wakes the senders waiting for queue room, after room was freed under the lock.
+    ///
+    /// `notify_waiters` takes the notifier's lock even with nobody waiting, once per
+    /// acknowledgement batch; a sender that found the queue full counted itself under the
+    /// state lock before it waits, so a count of zero read after freeing room means that
+    /// no sender saw the queue full before the room was freed.
+    pub(crate) fn space_freed(&self) {
+        if self.space_waiters.load(Ordering::Acquire) > 0 {
+            self.space.notify_waiters();
         }
     }
 

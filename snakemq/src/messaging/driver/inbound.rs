@@ -28,7 +28,10 @@ impl Driver {
                     }
                 }
                 proto::Event::Message(frame) => received.push(frame),
-                proto::Event::Acked(ids) => self.acked(&ids).await,
+                proto::Event::Acked(ids) => {
+                    self.acked(&ids).await;
+                    self.proto.recycle_acked(ids);
+                }
                 proto::Event::Closed(reason) => {
                     // Deliver what arrived before the violation, then close.
                     outcome = Err(Error::Protocol(reason));
@@ -300,7 +303,7 @@ impl Driver {
             .counters
             .delivered
             .fetch_add(count as u64, Ordering::Relaxed);
-        self.shared.space.notify_waiters();
+        self.shared.space_freed();
         if delivered.is_empty() {
             return;
         }
