@@ -131,3 +131,92 @@ async fn a_call_queued_before_dispatch_starts_is_served() -> TestResult {
     server.shutdown().await;
     Ok(())
 }
+
+/// The caller's side of the ordering test: takes notes sent to it.
+#[snakemq::service]
+pub trait Inbox {
+    /// Records `n`.
+    #[signal]
+    async fn note(&self, n: u32);
+}
+
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<u32>>);
+
+impl Inbox for Notes {
+    async fn note(&self, n: u32) {
+        self.0
+            .lock()
+            .map(|mut notes| notes.push(n))
+            .unwrap_or_default();
+    }
+}
+
+/// The server's side: a call that first sends a note back to its caller.
+#[snakemq::service]
+pub trait Ping {
+    /// Sends `n` to the caller's inbox, then returns it.
+    async fn ping(&self, n: u32) -> u32;
+}
+
+struct Pinger(InboxClient);
+
+impl Ping for Pinger {
+    async fn ping(&self, n: u32) -> u32 {
+        let _ = self.0.note(n).await;
+        n
+    }
+}
+
+#[tokio::test]
+async fn a_reply_never_overtakes_what_its_handler_sent_first() -> TestResult {
+    // A reply ready at once is written by the server's connection driver outside the
+    // queue; the handler's signal to the caller, queued before it, must still arrive
+    // first. The caller reads its event stream itself to see the arrival order.
+    let server = Messaging::builder("server")
+        .listen("127.0.0.1:0")
+        .start()
+        .await?;
+    let addr = server
+        .local_endpoints()
+        .first()
+        .map(ToString::to_string)
+        .ok_or("no endpoint")?;
+    let client = Messaging::builder("client").connect(&addr).start().await?;
+    let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
+    let notes = Arc::new(Notes::default());
+    client_rpc.serve("inbox", InboxServer::from_arc(notes.clone()));
+    let back = InboxClient::new(&server_rpc, "client", "inbox");
+    server_rpc.serve("ping", PingServer::new(Pinger(back)));
+    server_rpc.spawn_dispatch(&server);
+    // Envelope kinds in arrival order (the byte after `08`, the kind's key).
+    let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut events = client.events();
+    let (rpc, log) = (client_rpc.clone(), arrived.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let snakemq::Event::Received { message, .. } = &event {
+                let kind = message.data.get(snakemq::rpc::PREFIX.len() + 1).copied();
+                log.lock().map(|mut log| log.push(kind)).unwrap_or_default();
+            }
+            rpc.dispatch(&event);
+        }
+    });
+    let ping = PingClient::new(&client_rpc, "server", "ping");
+    for n in 0..100 {
+        assert_eq!(within(ping.ping(n)).await??, n);
+        let last_two = arrived
+            .lock()
+            .map(|log| log.iter().rev().take(2).rev().copied().collect::<Vec<_>>())
+            .unwrap_or_default();
+        // A signal (kind 4), then the reply (kind 2).
+        assert_eq!(last_two, [Some(4), Some(2)], "call {n}");
+    }
+    assert_eq!(
+        notes.0.lock().map(|notes| notes.len()).unwrap_or_default(),
+        100
+    );
+    client.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}

@@ -120,7 +120,7 @@ pub(crate) fn request_page(shared: &Arc<Shared>, state: &mut State, peer: &Arc<s
             state.peers.get(&peer).map(|l| l.wake.clone())
         };
         if let Some(wake) = wake {
-            wake.notify_one();
+            wake.notify();
         }
     });
 }
@@ -164,6 +164,7 @@ fn integrate(state: &mut State, peer: &Arc<str>, page: Vec<Record>, snapshot: u6
             parked.next()
         };
         if let Some(record) = next {
+            state.inserted += 1;
             if let Err(error) = state.store.insert(peer, record) {
                 tracing::error!(%error, "memory queue insert failed");
             }

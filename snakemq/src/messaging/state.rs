@@ -22,12 +22,16 @@ use crate::proto::Uuid;
 pub(crate) struct PeerLink {
     pub(crate) conn: ConnId,
     /// Wakes the connection's driver: new messages, or it must close.
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<super::wake::DriverWake>,
     /// Set when the driver must close the connection (replaced by a newer one).
     pub(crate) evicted: Arc<AtomicBool>,
     pub(crate) acks: bool,
     /// Sequence number of the last message handed to this connection.
     pub(crate) cursor: Option<u64>,
+    /// `State::inserted` when a read of the queue past `cursor` found its end: until the
+    /// next insertion there is nothing to read (a store read per driver turn was about
+    /// 400 instructions, three turns per RPC call with one outstanding).
+    pub(crate) drained_at: Option<u64>,
     /// Sent, not yet acknowledged.
     pub(crate) in_flight: VecDeque<InFlight>,
     pub(crate) in_flight_bytes: usize,
@@ -190,6 +194,9 @@ pub(crate) struct State {
     pub(crate) backlogs: foldhash::HashMap<Arc<str>, super::backlog::Backlog>,
     /// The next sequence number: one order for memory and the durable store.
     pub(crate) next_seq: u64,
+    /// Insertions into `store` so far: a driver that read its peer's queue to the end
+    /// reads it again only after one (see `PeerLink::drained_at`).
+    pub(crate) inserted: u64,
 }
 
 /// Counters kept whether or not anyone reads events.
@@ -208,6 +215,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// Wakes senders waiting for queue space.
     pub(crate) space: Notify,
+    /// Senders waiting on `space` (see `Shared::space_freed`).
+    pub(crate) space_waiters: std::sync::atomic::AtomicUsize,
     /// Wakes the TTL sweeper (a sooner deadline, or a disconnect).
     pub(crate) sweep: Notify,
     /// The deadline (ms since the epoch) the sweeper sleeps until, `u64::MAX` for none:
@@ -228,6 +237,8 @@ pub(crate) struct Shared {
     pub(crate) persister: Option<super::persist::Persister>,
     /// Takes received messages before the event stream (see `tap.rs`).
     pub(crate) tap: std::sync::OnceLock<Arc<dyn super::tap::Tap>>,
+    /// The connection drivers' wakes, for shutdown.
+    pub(crate) drivers: super::wake::DriverWakes,
 }
 
 /// Whether a record was (or will be) committed to the durable store.
@@ -251,6 +262,24 @@ impl Shared {
                     .map(|r| r.seq),
             );
         }
+    }
+
+    /// Wakes the senders waiting for queue room, after room was freed under the lock.
+    ///
+    /// `notify_waiters` takes the notifier's lock even with nobody waiting, once per
+    /// acknowledgement batch; a sender that found the queue full counted itself under the
+    /// state lock before it waits, so a count of zero read after freeing room means that
+    /// no sender saw the queue full before the room was freed.
+    pub(crate) fn space_freed(&self) {
+        if self.space_waiters.load(Ordering::Acquire) > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Cancels the shutdown token and wakes every connection driver to see it.
+    pub(crate) fn stop(&self) {
+        self.shutdown.cancel();
+        self.drivers.wake_all();
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

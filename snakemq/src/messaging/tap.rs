@@ -8,8 +8,22 @@
 //! acknowledgement, on both sides of every call.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::message::ReceivedMessage;
+
+/// A message a tap answers with, to the peer whose message it took: the driver writes it
+/// on that connection in the same turn, outside the peer's queue (see
+/// [`Tap::received`]).
+#[derive(Debug)]
+pub(crate) struct TapReply {
+    /// The message's data.
+    pub(crate) data: Bytes,
+    /// Its TTL on the wire (whole seconds are sent).
+    pub(crate) ttl: Duration,
+}
 
 /// Takes received messages (and hears of connections) inside the connection drivers.
 ///
@@ -18,7 +32,24 @@ pub(crate) trait Tap: Send + Sync + 'static {
     /// A fresh (not duplicate) message from `from`. Returns the message when the tap does
     /// not take it (it then goes to the event stream). A message taken counts as done
     /// with: it is acknowledged at once.
-    fn received(&self, from: &Arc<str>, message: ReceivedMessage) -> Option<ReceivedMessage>;
+    ///
+    /// What the tap pushes to `replies` goes back to `from` on this connection, written
+    /// by the driver in this turn without entering the queue (no store, no in-flight
+    /// window, no acknowledgement awaited): for answers that the tap can produce again if
+    /// they are lost with the connection (an RPC reply: the caller sends its call again
+    /// after a reconnect and the reply cache answers it). A reply the driver cannot write
+    /// now goes back to [`Tap::unsent`].
+    fn received(
+        &self,
+        from: &Arc<str>,
+        message: ReceivedMessage,
+        replies: &mut Vec<TapReply>,
+    ) -> Option<ReceivedMessage>;
+
+    /// A reply from [`Tap::received`] that the driver could not write at once (messages
+    /// queued for the peer before it would be overtaken, the connection is closing, or it
+    /// is too large): the tap queues it as an ordinary message.
+    fn unsent(&self, to: &Arc<str>, reply: TapReply);
 
     /// Whether a message with this data may skip messaging's duplicate window because
     /// the tap drops its duplicates by itself (an RPC reply: a second copy finds no call

@@ -150,7 +150,14 @@ pub struct Connection {
     unknown_budget: u32,
     unknown_refilled: Instant,
     unknown_seen: u64,
+    /// Emptied id lists of [`Event::Acked`] handed back by the owner
+    /// ([`Connection::recycle_acked`]), reused for the next ACK frames.
+    spare_acks: Vec<Vec<Uuid>>,
 }
+
+/// Id lists kept for reuse (see [`Connection::recycle_acked`]), and the largest kept.
+const SPARE_ACK_LISTS: usize = 4;
+const SPARE_ACK_CAPACITY: usize = 4096;
 
 impl Connection {
     /// A new connection; the handshake frames are queued for transmission at once.
@@ -176,6 +183,7 @@ impl Connection {
             unknown_budget: UNKNOWN_FRAME_BUDGET,
             unknown_refilled: now,
             unknown_seen: 0,
+            spare_acks: Vec::new(),
         }
     }
 
@@ -221,7 +229,31 @@ impl Connection {
         }
     }
 
+    /// Hands back the id list of an [`Event::Acked`] once it was read: the next ACK
+    /// frame's ids go into it instead of a new allocation (two per RPC call otherwise).
+    pub fn recycle_acked(&mut self, mut ids: Vec<Uuid>) {
+        if self.spare_acks.len() < SPARE_ACK_LISTS && ids.capacity() <= SPARE_ACK_CAPACITY {
+            ids.clear();
+            self.spare_acks.push(ids);
+        }
+    }
+
     fn process(&mut self, body: Bytes, now: Instant) -> Result<(), ProtoError> {
+        // ACK frames are decoded here, into a recycled list; the checks and errors are
+        // `Frame::decode`'s, then the `Frame::Ack` arm's below.
+        if let Some((&super::kind::ACK, ids)) = body.split_first() {
+            if ids.is_empty() || ids.len() % 16 != 0 {
+                return Err(ProtoError::Malformed(
+                    "ACK is not a non-empty list of 16-byte ids",
+                ));
+            }
+            let mut list = self.spare_acks.pop().unwrap_or_default();
+            list.extend(
+                ids.chunks_exact(16)
+                    .filter_map(|id| <[u8; 16]>::try_from(id).ok()),
+            );
+            return self.acked(list);
+        }
         match Frame::decode(body)? {
             Frame::ProtocolVersion(PROTOCOL_VERSION) => Ok(()),
             Frame::ProtocolVersion(other) => {
@@ -251,16 +283,7 @@ impl Connection {
                 self.peer_caps = Some(bits);
                 Ok(())
             }
-            Frame::Ack(ids) => {
-                if self.state != State::Identified {
-                    return Err(ProtoError::BeforeIdentification("ACK"));
-                }
-                if !self.acks_in_use {
-                    return Err(ProtoError::UnexpectedAck);
-                }
-                self.events.push_back(Event::Acked(ids));
-                Ok(())
-            }
+            Frame::Ack(ids) => self.acked(ids),
             Frame::Unknown { .. } => self.count_unknown(now),
         }
     }
@@ -283,6 +306,17 @@ impl Connection {
             identity: identity.to_owned(),
             acks: self.acks_in_use,
         });
+        Ok(())
+    }
+
+    fn acked(&mut self, ids: Vec<Uuid>) -> Result<(), ProtoError> {
+        if self.state != State::Identified {
+            return Err(ProtoError::BeforeIdentification("ACK"));
+        }
+        if !self.acks_in_use {
+            return Err(ProtoError::UnexpectedAck);
+        }
+        self.events.push_back(Event::Acked(ids));
         Ok(())
     }
 

@@ -111,7 +111,7 @@ impl Client {
         let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
         let data = Envelope::request_data(Kind::Call, id, &self.object, method, &body, deadline_ms);
         drop(body);
-        {
+        let wake_deadlines = {
             let mut calls = inner.lock_calls();
             if calls.pending.len() >= inner.config.max_calling {
                 return Err(RpcError::Busy);
@@ -127,6 +127,10 @@ impl Client {
                     on_link,
                 },
             );
+            super::deadlines::arm(&mut calls, expires)
+        };
+        if wake_deadlines {
+            inner.deadline_wake.notify_one();
         }
         let mut pending = Pending {
             inner,
@@ -136,16 +140,27 @@ impl Client {
         // The call expires from the queue with its deadline: a call nobody waits for must
         // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
         let ttl = self.deadline.max(Duration::from_secs(1));
-        let wait = async {
-            inner
+        // The deadline comes from the deadline task (`deadlines.rs`) through `rx`, also
+        // while the send still waits for room in the queue.
+        let mut rx = rx;
+        let early = {
+            let send = inner
                 .messaging
-                .send(&self.peer, Message::new(data).ttl(ttl))
-                .await?;
-            rx.await.map_err(|_| RpcError::Shutdown)
+                .send(&self.peer, Message::new(data).ttl(ttl));
+            tokio::select! {
+                biased;
+                reply = &mut rx => Some(reply),
+                sent = send => {
+                    sent?;
+                    None
+                }
+            }
         };
-        let reply = tokio::time::timeout_at(expires, wait)
-            .await
-            .map_err(|_| RpcError::Deadline)??;
+        let reply = match early {
+            Some(reply) => reply,
+            None => rx.await,
+        };
+        let reply = reply.map_err(|_| RpcError::Shutdown)??;
         // (`Rpc::handle` removed the call before it sent the reply.)
         pending.armed = false;
         match reply.kind() {

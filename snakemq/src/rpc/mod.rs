@@ -69,6 +69,7 @@
 
 mod cache;
 mod client;
+mod deadlines;
 mod envelope;
 mod error;
 #[doc(hidden)]
@@ -95,6 +96,7 @@ pub use service::{
 };
 
 use self::tap::RpcTap;
+use crate::messaging::TapReply;
 use crate::router::PrefixRouter;
 use crate::{Event, Message, Messaging, ReceivedMessage};
 
@@ -162,7 +164,8 @@ struct Counters {
 /// A call waiting for its reply.
 struct PendingCall {
     peer: Arc<str>,
-    reply: oneshot::Sender<Envelope>,
+    /// The reply, or the deadline's error (`deadlines.rs`).
+    reply: oneshot::Sender<Result<Envelope, RpcError>>,
     /// The call's message data, sent again after a reconnect.
     data: Bytes,
     /// When the caller stops waiting.
@@ -179,6 +182,9 @@ struct Calls {
     // foldhash: looked up on every call and reply; SipHash showed in profiles.
     pending: foldhash::HashMap<u64, PendingCall>,
     connected: foldhash::HashSet<Arc<str>>,
+    /// The deadline the deadline task sleeps until (`deadlines.rs`); no later than the
+    /// earliest deadline of `pending`.
+    armed: Option<tokio::time::Instant>,
 }
 
 /// Places taken by running calls, overall and per peer.
@@ -210,6 +216,15 @@ struct Inner {
     next_id: AtomicU64,
     serving: Mutex<Serving>,
     stats: Counters,
+    /// Wakes the deadline task (`deadlines.rs`).
+    deadline_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The deadline task ends when it finds the handle gone.
+        self.deadline_wake.notify_one();
+    }
 }
 
 impl Inner {
@@ -279,8 +294,9 @@ impl Rpc {
                 .into_iter()
                 .map(Arc::from)
                 .collect(),
+            armed: None,
         };
-        Ok(Rpc {
+        let rpc = Rpc {
             inner: Arc::new(Inner {
                 messaging: messaging.clone(),
                 cache: Mutex::new(cache::ReplyCache::new(config.reply_cache)),
@@ -291,8 +307,11 @@ impl Rpc {
                 next_id: AtomicU64::new(first_id),
                 serving: Mutex::new(Serving::default()),
                 stats: Counters::default(),
+                deadline_wake: Default::default(),
             }),
-        })
+        };
+        deadlines::spawn(&rpc.inner);
+        Ok(rpc)
     }
 
     /// Registers `server` (a generated `<Trait>Server`) under `object`, replacing a
@@ -418,7 +437,7 @@ impl Rpc {
     pub fn dispatch(&self, event: &Event) -> bool {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
-                self.handle(from.clone(), message, None);
+                self.handle(from.clone(), message, None, None);
                 true
             }
             Event::Connected { peer, .. } => {
@@ -480,7 +499,7 @@ impl Rpc {
     pub fn route(&self, router: PrefixRouter) -> PrefixRouter {
         let rpc = self.clone();
         router.route(PREFIX, move |from, message| {
-            rpc.handle(Arc::from(from), message, None);
+            rpc.handle(Arc::from(from), message, None, None);
         })
     }
 
@@ -510,7 +529,7 @@ impl Rpc {
         match event {
             Event::Received { from, message } if message.data.starts_with(PREFIX) => {
                 let (hold, done) = oneshot::channel();
-                self.handle(from.clone(), message, Some(hold));
+                self.handle(from.clone(), message, Some(hold), None);
                 // The sender is dropped once the reply is queued (or never sent).
                 let _ = done.await;
                 true
@@ -519,7 +538,16 @@ impl Rpc {
         }
     }
 
-    fn handle(&self, from: Arc<str>, message: &ReceivedMessage, hold: server::Hold) {
+    /// Handles an RPC message from `from`. `replies`: where a call's reply goes when it
+    /// is ready at once, for the connection's driver to write (see
+    /// `crate::messaging::Tap::received`); without it, replies are queued.
+    fn handle(
+        &self,
+        from: Arc<str>,
+        message: &ReceivedMessage,
+        hold: server::Hold,
+        replies: Option<&mut Vec<TapReply>>,
+    ) {
         // (Decoded without an allocation per text field: a call's object and method are
         // looked at, not kept.)
         let Some(envelope) = envelope::Received::from_data(&message.data) else {
@@ -530,7 +558,12 @@ impl Rpc {
         match envelope.kind() {
             Some(kind @ (Kind::Call | Kind::Signal)) => {
                 let signal = kind == Kind::Signal;
-                server::incoming(&self.inner, from, envelope, &message.data, signal, hold);
+                let to = server::Origin {
+                    peer: from,
+                    hold,
+                    replies,
+                };
+                server::incoming(&self.inner, to, envelope, &message.data, signal);
             }
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
                 let mut calls = self.inner.lock_calls();
@@ -541,7 +574,7 @@ impl Rpc {
                     .is_some_and(|call| call.peer == from)
                 {
                     if let Some(call) = calls.pending.remove(&envelope.id()) {
-                        let _ = call.reply.send(envelope.into_envelope());
+                        let _ = call.reply.send(Ok(envelope.into_envelope()));
                     }
                 }
             }

@@ -5,11 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use tower::{Service, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
 use super::cache::Entry;
 use super::envelope::{APPLICATION_ERROR, Envelope, Kind, Received};
@@ -17,6 +18,7 @@ use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
 use super::{Inner, ObjectHandle};
 use crate::Message;
+use crate::messaging::TapReply;
 
 /// What a handler produced.
 #[derive(Debug, Clone)]
@@ -115,21 +117,42 @@ fn error_reply(inner: &Inner, id: u64, kind: RemoteErrorKind, detail: String) ->
     reply
 }
 
-/// Handles a call or signal from `from`.
-///
-/// `hold` is kept until the call's reply is queued or the signal has run (see
-/// `Rpc::serve_event`); dropping it tells the waiter.
+/// Where a call came from, and how its reply goes back.
+pub(super) struct Origin<'a> {
+    /// The calling peer.
+    pub(super) peer: Arc<str>,
+    /// Kept until the call's reply is queued or the signal has run (see
+    /// `Rpc::serve_event`); dropping it tells the waiter.
+    pub(super) hold: Hold,
+    /// The connection driver's replies (with `Rpc::spawn_dispatch`): a reply ready at once
+    /// goes there and leaves on the connection the call came in on, outside the queue.
+    /// Without it, replies are queued as messages.
+    pub(super) replies: Option<&'a mut Vec<TapReply>>,
+}
+
+impl Origin<'_> {
+    /// Sends reply `data` back to the caller, with the TTL of a reply to a call of
+    /// deadline `ttl`.
+    fn reply(self, inner: &Arc<Inner>, data: Bytes, ttl: Option<Duration>) {
+        let ttl = reply_ttl(inner, ttl);
+        match self.replies {
+            Some(replies) => replies.push(TapReply { data, ttl }),
+            None => queue_reply(inner, self.peer, data, ttl, self.hold),
+        }
+    }
+}
+
+/// Handles a call or signal from `origin`.
 pub(super) fn incoming(
     inner: &Arc<Inner>,
-    from: Arc<str>,
+    origin: Origin<'_>,
     call: Received,
     data: &Bytes,
     signal: bool,
-    hold: Hold,
 ) {
     let id = call.id();
     if !signal {
-        let known = inner.lock_cache().begin(&from, id);
+        let known = inner.lock_cache().begin(&origin.peer, id);
         match known {
             Some(Entry::Running) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -137,110 +160,214 @@ pub(super) fn incoming(
             }
             Some(Entry::Done(reply)) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                send_data(inner, from, reply, ttl_of(call.deadline_ms()), hold);
+                origin.reply(inner, reply, ttl_of(call.deadline_ms()));
                 return;
             }
             None => {}
         }
     }
     let deadline_ms = call.deadline_ms();
-    let Some(slot) = Slot::acquire(inner, &from) else {
+    let Some(slot) = Slot::acquire(inner, &origin.peer) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
         if signal {
-            tracing::warn!(peer = %from, method = %call.method(), "rpc signal dropped: busy");
+            tracing::warn!(peer = %origin.peer, method = %call.method(), "rpc signal dropped: busy");
         } else {
-            inner.lock_cache().forget(&from, id);
+            inner.lock_cache().forget(&origin.peer, id);
             let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
-            send_data(
-                inner,
-                from.clone(),
-                reply.to_data(),
-                ttl_of(deadline_ms),
-                hold,
-            );
+            origin.reply(inner, reply.to_data(), ttl_of(deadline_ms));
         }
         return;
     };
-    let service = inner.lock_servers().get(call.object()).cloned();
+    let (object, method) = (call.object(), call.method());
+    let service = inner.lock_servers().get(object).cloned();
     let Some(service) = service else {
-        let detail = format!("no object {:?}", call.object());
+        let detail = format!("no object {object:?}");
         respond(
             inner,
-            &from,
+            origin,
             signal,
             deadline_ms,
             error_reply(inner, id, RemoteErrorKind::UnknownObject, detail),
-            hold,
         );
         return;
     };
     let deadline = ttl_of(deadline_ms);
+    let service = match service {
+        ObjectHandle::Plain(object) => {
+            // Started and polled here, unboxed, until it first has to wait: a reply ready
+            // at once goes back with this turn of the connection's driver (boxing the
+            // whole call's future for a task it rarely needs cost an allocation and a
+            // copy of the future per call).
+            let result = object.start(method, call.body());
+            let mut started = match result {
+                Ok(started) => started,
+                Err(error) => {
+                    let reply = finish_call(
+                        inner,
+                        &origin.peer,
+                        id,
+                        signal,
+                        deadline_ms,
+                        data,
+                        Some(Err(error)),
+                    );
+                    drop(slot);
+                    if let Some(reply) = reply {
+                        origin.reply(inner, reply, deadline);
+                    }
+                    return;
+                }
+            };
+            let ready = {
+                let _context = inner.runtime.enter();
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                Pin::new(&mut started).poll(&mut cx)
+            };
+            match ready {
+                Poll::Ready(result) => {
+                    let reply = finish_call(
+                        inner,
+                        &origin.peer,
+                        id,
+                        signal,
+                        deadline_ms,
+                        data,
+                        Some(result),
+                    );
+                    drop(slot);
+                    if let Some(reply) = reply {
+                        origin.reply(inner, reply, deadline);
+                    }
+                }
+                Poll::Pending => {
+                    let data = data.clone();
+                    let task_inner = inner.clone();
+                    let Origin { peer, hold, .. } = origin;
+                    let ttl = reply_ttl(inner, deadline);
+                    inner.runtime.spawn(async move {
+                        let inner = task_inner;
+                        // (The deadline's timer starts at this first poll in the task.)
+                        let result = match deadline {
+                            Some(d) => lazy_timeout(d, started).await,
+                            None => Some(started.await),
+                        };
+                        let reply =
+                            finish_call(&inner, &peer, id, signal, deadline_ms, &data, result);
+                        drop(slot);
+                        if let Some(reply) = reply {
+                            send_reply(inner.messaging.clone(), peer, reply, ttl, hold).await;
+                        }
+                    });
+                }
+            }
+            return;
+        }
+        ObjectHandle::Layered(service) => service,
+    };
     let data = data.clone();
-    let inner = inner.clone();
-    let runtime = inner.runtime.clone();
-    run_or_spawn(&runtime, async move {
-        let _slot = slot;
+    let from = origin.peer.clone();
+    let task_inner = inner.clone();
+    // The call up to its reply's data (`None`: a signal, or nothing to send).
+    let mut future = Box::pin(async move {
+        let inner = task_inner;
         // Readiness is part of the call: a concurrency limit waits here, a load-shed
         // layer fails here (sent back as busy).
         let run = async {
-            match service {
-                ObjectHandle::Plain(object) => object.run(call.method(), call.body()).await,
-                ObjectHandle::Layered(mut service) => {
-                    let request = RpcRequest {
-                        peer: from.clone(),
-                        object: call.object().to_owned(),
-                        method: call.method().to_owned(),
-                        body: call.body(),
-                        deadline,
-                        signal,
-                    };
-                    service.ready().await?.call(request).await
-                }
-            }
+            let mut service = service;
+            let request = RpcRequest {
+                peer: from.clone(),
+                object: call.object().to_owned(),
+                method: call.method().to_owned(),
+                body: call.body(),
+                deadline,
+                signal,
+            };
+            service.ready().await?.call(request).await
         };
         let result = match deadline {
             Some(d) => lazy_timeout(d, run).await,
             None => Some(run.await),
         };
-        let reply = match result {
-            Some(Ok(Handled::Ok(body))) => Envelope::new(Kind::ReplyOk, id).with_body(body),
-            Some(Ok(Handled::Application(body))) => {
-                let mut reply = Envelope::new(Kind::ReplyErr, id).with_body(body);
-                reply.error = APPLICATION_ERROR;
-                reply
-            }
-            Some(Err(error)) => {
-                let (kind, chain) = classify(&error);
-                let detail = format!("{}: {chain}", target_name(&data));
-                if matches!(kind, RemoteErrorKind::Panic | RemoteErrorKind::Failed) {
-                    tracing::warn!(peer = %from, %detail, "rpc handler failed");
-                }
-                if kind == RemoteErrorKind::Busy {
-                    // A load-shed layer refused it before it ran: like a refusal at the
-                    // in-flight bound, the id is forgotten (not cached) so a retry runs.
-                    inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-                    if !signal {
-                        inner.lock_cache().forget(&from, id);
-                        let reply = error_reply(&inner, id, kind, detail);
-                        send_data(&inner, from.clone(), reply.to_data(), deadline, hold);
-                    }
-                    return;
-                }
-                error_reply(&inner, id, kind, detail)
-            }
-            None => {
-                let name = target_name(&data);
-                let detail = format!("{name} took longer than {deadline_ms} ms");
-                error_reply(&inner, id, RemoteErrorKind::Deadline, detail)
-            }
-        };
-        inner.stats.served.fetch_add(1, Ordering::Relaxed);
-        // Sent from this task: no second task per call.
-        if let Some(data) = settle(&inner, &from, signal, &reply) {
-            let ttl = reply_ttl(&inner, ttl_of(deadline_ms));
-            send_reply(inner.messaging.clone(), from, data, ttl, hold).await;
-        }
+        let reply = finish_call(&inner, &from, id, signal, deadline_ms, &data, result);
+        drop(slot);
+        reply
     });
+    // Polled here until it first has to wait (see `run_or_spawn`): a reply ready at once
+    // goes back with this turn of the connection's driver.
+    let ready = {
+        let _context = inner.runtime.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut cx)
+    };
+    match ready {
+        Poll::Ready(Some(data)) => origin.reply(inner, data, deadline),
+        Poll::Ready(None) => {}
+        Poll::Pending => {
+            let Origin { peer, hold, .. } = origin;
+            let ttl = reply_ttl(inner, deadline);
+            let messaging = inner.messaging.clone();
+            inner.runtime.spawn(async move {
+                if let Some(data) = future.await {
+                    send_reply(messaging, peer, data, ttl, hold).await;
+                }
+            });
+        }
+    }
+}
+
+/// The reply data of a call that ran (`result`; `None`: it missed its deadline), cached;
+/// `None` for a signal (a failure is logged) or nothing to send.
+fn finish_call(
+    inner: &Inner,
+    from: &Arc<str>,
+    id: u64,
+    signal: bool,
+    deadline_ms: u32,
+    data: &Bytes,
+    result: Option<Result<Handled, BoxError>>,
+) -> Option<Bytes> {
+    let reply = match result {
+        Some(Ok(handled)) => {
+            inner.stats.served.fetch_add(1, Ordering::Relaxed);
+            if signal {
+                return None;
+            }
+            // (Encoded from the parts: no `Envelope` to build.)
+            let data = match handled {
+                Handled::Ok(body) => Envelope::reply_data(Kind::ReplyOk, id, 0, &body),
+                Handled::Application(body) => {
+                    Envelope::reply_data(Kind::ReplyErr, id, APPLICATION_ERROR, &body)
+                }
+            };
+            inner.lock_cache().finish(from, id, data.clone());
+            return Some(data);
+        }
+        Some(Err(error)) => {
+            let (kind, chain) = classify(&error);
+            let detail = format!("{}: {chain}", target_name(data));
+            if matches!(kind, RemoteErrorKind::Panic | RemoteErrorKind::Failed) {
+                tracing::warn!(peer = %from, %detail, "rpc handler failed");
+            }
+            if kind == RemoteErrorKind::Busy {
+                // A load-shed layer refused it before it ran: like a refusal at the
+                // in-flight bound, the id is forgotten (not cached) so a retry runs.
+                inner.stats.busy.fetch_add(1, Ordering::Relaxed);
+                if signal {
+                    return None;
+                }
+                inner.lock_cache().forget(from, id);
+                return Some(error_reply(inner, id, kind, detail).to_data());
+            }
+            error_reply(inner, id, kind, detail)
+        }
+        None => {
+            let name = target_name(data);
+            let detail = format!("{name} took longer than {deadline_ms} ms");
+            error_reply(inner, id, RemoteErrorKind::Deadline, detail)
+        }
+    };
+    inner.stats.served.fetch_add(1, Ordering::Relaxed);
+    settle(inner, from, signal, &reply)
 }
 
 /// `object.method` of a call, for the details of a failure: decoded again from the call's
@@ -259,14 +386,13 @@ fn ttl_of(deadline_ms: u32) -> Option<Duration> {
 /// Caches and sends the reply of a call; for a signal, logs a failure instead.
 fn respond(
     inner: &Arc<Inner>,
-    from: &Arc<str>,
+    origin: Origin<'_>,
     signal: bool,
     deadline_ms: u32,
     reply: Envelope,
-    hold: Hold,
 ) {
-    if let Some(data) = settle(inner, from, signal, &reply) {
-        send_data(inner, from.clone(), data, ttl_of(deadline_ms), hold);
+    if let Some(data) = settle(inner, &origin.peer, signal, &reply) {
+        origin.reply(inner, data, ttl_of(deadline_ms));
     }
 }
 
@@ -286,9 +412,15 @@ fn settle(inner: &Inner, from: &Arc<str>, signal: bool, reply: &Envelope) -> Opt
     }
 }
 
-/// Queues reply data from a task of its own (for callers that cannot wait).
-fn send_data(inner: &Arc<Inner>, to: Arc<str>, data: Bytes, ttl: Option<Duration>, hold: Hold) {
-    let ttl = reply_ttl(inner, ttl);
+/// Queues reply data (from a task of its own if it has to wait for room); `ttl` is
+/// final.
+pub(super) fn queue_reply(
+    inner: &Arc<Inner>,
+    to: Arc<str>,
+    data: Bytes,
+    ttl: Duration,
+    hold: Hold,
+) {
     let messaging = inner.messaging.clone();
     run_or_spawn(&inner.runtime, send_reply(messaging, to, data, ttl, hold));
 }

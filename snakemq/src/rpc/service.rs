@@ -84,18 +84,20 @@ impl ObjectService {
         method: &str,
         body: Bytes,
     ) -> impl Future<Output = Result<Handled, BoxError>> + Send + 'static + use<> {
-        let started = self.server.call(method, body);
-        async move {
-            // The handler runs inside this future, not in a task of its own: the call's
-            // future is already a task when it has to wait (see `server::run_or_spawn`),
-            // and a second task per call cost a spawn, a wake-up and a join. Dropping
-            // this future (a timeout layer, a shutdown) drops the handler with it.
-            // Catching the panic here, on the thread where it happened, lets the panic's
-            // location (see `capture_panic_locations`) come with it.
-            CatchUnwind(started?)
-                .await
-                .map_err(|panic| Box::new(HandlerPanic(panic)) as BoxError)
-        }
+        let started = self.start(method, body);
+        async move { started?.await }
+    }
+
+    /// Starts `method`: decodes the arguments and returns the handler's future, which
+    /// the caller polls (in the connection's task first, see `server::incoming`).
+    ///
+    /// The handler runs inside that future, not in a task of its own: a second task per
+    /// call cost a spawn, a wake-up and a join. Dropping the future (a timeout layer, a
+    /// shutdown) drops the handler with it. Catching a panic there, on the thread where
+    /// it happened, lets the panic's location (see `capture_panic_locations`) come with
+    /// it.
+    pub(super) fn start(&self, method: &str, body: Bytes) -> Result<Started, BoxError> {
+        Ok(Started(CatchUnwind(self.server.call(method, body)?)))
     }
 }
 
@@ -125,6 +127,20 @@ pub fn capture_panic_locations() {
             previous(info);
         }));
     });
+}
+
+/// A started handler (`ObjectService::start`): its panic comes out as a [`HandlerPanic`]
+/// error.
+pub(super) struct Started(CatchUnwind);
+
+impl Future for Started {
+    type Output = Result<Handled, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|done| done.map_err(|panic| Box::new(HandlerPanic(panic)) as BoxError))
+    }
 }
 
 /// Polls a handler, turning a panic into its text.

@@ -4,7 +4,7 @@ use std::sync::{Arc, Weak};
 
 use super::{Inner, Kind, PREFIX, Rpc};
 use crate::ReceivedMessage;
-use crate::messaging::Tap;
+use crate::messaging::{Tap, TapReply};
 
 /// Hands received RPC messages and connection changes to an [`Rpc`] inside messaging's
 /// connection tasks.
@@ -20,15 +20,26 @@ impl RpcTap {
 }
 
 impl Tap for RpcTap {
-    fn received(&self, from: &Arc<str>, message: ReceivedMessage) -> Option<ReceivedMessage> {
+    fn received(
+        &self,
+        from: &Arc<str>,
+        message: ReceivedMessage,
+        replies: &mut Vec<TapReply>,
+    ) -> Option<ReceivedMessage> {
         match self.rpc() {
             Some(rpc) if message.data.starts_with(PREFIX) => {
-                rpc.handle(from.clone(), &message, None);
+                rpc.handle(from.clone(), &message, None, Some(replies));
             }
             // (The event loop this replaces dropped them too: an RPC-only peer.)
             _ => tracing::debug!(peer = %from, "message dropped: not rpc, on an rpc-only peer"),
         }
         None
+    }
+
+    fn unsent(&self, to: &Arc<str>, reply: TapReply) {
+        if let Some(rpc) = self.rpc() {
+            super::server::queue_reply(&rpc.inner, to.clone(), reply.data, reply.ttl, None);
+        }
     }
 
     fn drops_duplicates(&self, data: &[u8]) -> bool {

@@ -28,7 +28,10 @@ impl Driver {
                     }
                 }
                 proto::Event::Message(frame) => received.push(frame),
-                proto::Event::Acked(ids) => self.acked(&ids).await,
+                proto::Event::Acked(ids) => {
+                    self.acked(&ids).await;
+                    self.proto.recycle_acked(ids);
+                }
                 proto::Event::Closed(reason) => {
                     // Deliver what arrived before the violation, then close.
                     outcome = Err(Error::Protocol(reason));
@@ -55,7 +58,7 @@ impl Driver {
                     return Err(Error::DuplicateIdentity(peer.to_string()));
                 }
                 existing.evicted.store(true, Ordering::Release);
-                existing.wake.notify_one();
+                existing.wake.notify();
             }
             state.peers.insert(
                 peer.clone(),
@@ -65,6 +68,7 @@ impl Driver {
                     evicted: self.evicted.clone(),
                     acks,
                     cursor: None,
+                    drained_at: None,
                     in_flight: Default::default(),
                     in_flight_bytes: 0,
                 },
@@ -168,6 +172,7 @@ impl Driver {
         let mut fresh_ids = Vec::new();
         let mut tapped = std::mem::take(&mut self.scratch.tapped);
         tapped.clear();
+        let mut replies = std::mem::take(&mut self.scratch.replies);
         // A duplicate's first copy was handed over earlier, but the application may not be
         // done with it yet (it can still wait in the event queue): the duplicate is
         // acknowledged when the application reaches this batch, which means it finished
@@ -185,7 +190,7 @@ impl Driver {
             }
             let mut message = ReceivedMessage::from_wire(frame);
             if let Some(tap) = tap {
-                match tap.received(&peer, message) {
+                match tap.received(&peer, message, &mut replies) {
                     Some(untaken) => message = untaken,
                     None => {
                         tapped.push(uuid);
@@ -206,6 +211,10 @@ impl Driver {
             self.confirmed(&tapped).await;
         }
         self.scratch.tapped = tapped;
+        if !replies.is_empty() {
+            self.write_replies(&peer, &mut replies);
+        }
+        self.scratch.replies = replies;
         if events.is_empty() && duplicate_ids.is_empty() {
             return;
         }
@@ -273,6 +282,10 @@ impl Driver {
                     }
                 }
             }
+            // (Acks of messages that were never queued, the tap's replies, match none.)
+            if seqs.is_empty() {
+                return;
+            }
             if let Err(error) = state.store.remove(&peer, seqs) {
                 tracing::error!(%error, "store failed to remove acknowledged messages");
             }
@@ -290,7 +303,7 @@ impl Driver {
             .counters
             .delivered
             .fetch_add(count as u64, Ordering::Relaxed);
-        self.shared.space.notify_waiters();
+        self.shared.space_freed();
         if delivered.is_empty() {
             return;
         }

@@ -6,7 +6,6 @@
 //! burst of buffered packets, a wake-up for new messages, a timer), then sends what the
 //! turn produced in one write: many messages and one batched ACK frame per syscall.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -15,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use snakemq_link::{ConnInfo, Connection, PacketReader, PacketWriter};
 use snakemq_storage::Expiry;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -47,6 +45,15 @@ const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
     let (info, reader, writer) = conn.into_parts();
     let span = tracing::info_span!("conn", id = %info.id, remote = %info.remote, peer = tracing::field::Empty);
+    // A span no subscriber wants is still entered and left at every poll, and with
+    // tracing's `log` feature (which a dependency turns on) each of those asks `log`
+    // whether it should record it: about 300 instructions per RPC call, four polls.
+    // `Span::none()` skips all of it.
+    let span = if span.is_disabled() {
+        tracing::Span::none()
+    } else {
+        span
+    };
     let settings = &shared.settings;
     let config = ConnectionConfig::new(settings.identity.clone())
         .acks(settings.acks)
@@ -62,7 +69,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         writer,
         peer: None,
         acks: false,
-        wake: Arc::new(Notify::new()),
+        wake: shared.drivers.register(),
         evicted: Arc::new(AtomicBool::new(false)),
         chunks: Vec::new(),
         delivered_on_write: Vec::new(),
@@ -121,6 +128,8 @@ struct Scratch {
     seqs: Vec<u64>,
     /// Records read from the queue for sending.
     records: Vec<snakemq_storage::Record>,
+    /// Replies of the tap, written outside the queue.
+    replies: Vec<super::tap::TapReply>,
 }
 
 enum Ended {
@@ -137,7 +146,7 @@ struct Driver {
     /// The peer's identity once it identified and was registered.
     peer: Option<Arc<str>>,
     acks: bool,
-    wake: Arc<Notify>,
+    wake: Arc<super::wake::DriverWake>,
     evicted: Arc<AtomicBool>,
     /// Whole packets waiting to be written before the protocol's transmit buffer (large
     /// payloads kept out of the copy).
@@ -170,14 +179,14 @@ impl Driver {
         // timer that fires before the current deadline finds nothing due and is re-armed.
         let timer = tokio::time::sleep_until(Instant::now() + NEVER);
         tokio::pin!(timer);
-        // The shutdown and wake-up futures live across turns too: made afresh each turn,
-        // each registered itself (a lock) and took itself out again (another) in every
-        // turn, four or more turns per RPC call.
-        let cancelled = shared.shutdown.cancelled();
-        tokio::pin!(cancelled);
+        // Shutdown, new messages and an eviction wake the driver through its
+        // `DriverWake` (see `wake.rs`); shutdown is the token's flag, looked at first.
         let wake = self.wake.clone();
-        let notified = wake.notified();
-        tokio::pin!(notified);
+        // Whether senders can be woken while this driver runs (see the wake-up branch):
+        // by the storage thread's group commits, or by other worker threads.
+        let yield_on_wake = shared.persister.is_some()
+            || tokio::runtime::Handle::current().runtime_flavor()
+                != tokio::runtime::RuntimeFlavor::CurrentThread;
         let mut armed: Option<Instant> = None;
         loop {
             let deadline = match (
@@ -200,7 +209,15 @@ impl Driver {
             let mut acks_now = false;
             tokio::select! {
                 biased;
-                () = &mut cancelled => {
+                () = std::future::poll_fn(|_| {
+                    // (No waker of its own: `Shared::stop` cancels, then notifies `wake`,
+                    // whose branch below is polled whenever this one is pending.)
+                    if shared.shutdown.is_cancelled() {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                }) => {
                     // What the application finished before the shutdown is acknowledged
                     // (the acks go out with the final flush).
                     while let Ok(ids) = confirmed.try_recv() {
@@ -237,15 +254,19 @@ impl Driver {
                         self.confirmed(&more).await;
                     }
                 }
-                () = notified.as_mut(), if self.peer.is_some() => {
-                    // (A fresh one for the next wake-up: a Notify permit given meanwhile
-                    // is kept for it.)
-                    notified.set(wake.notified());
+                () = std::future::poll_fn(|cx| wake.poll_notified(cx)) => {
                     // New messages were queued. Let the other tasks that are ready run first:
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
                     // syscall (and one read and one ack at the peer) per message.
-                    yield_to_ready().await;
+                    //
+                    // Not on a current-thread runtime without a durable store: there every
+                    // sender woken with the one that notified this driver was woken before
+                    // it and runs first anyway, and the yield only cost a second poll of
+                    // this task per wake-up (about 500 instructions of an RPC call).
+                    if yield_on_wake {
+                        yield_to_ready().await;
+                    }
                 }
                 () = &mut timer, if armed.is_some() && !acks_waiting => {
                     armed = None;
@@ -277,21 +298,14 @@ impl Driver {
                 () = tokio::task::yield_now(), if acks_waiting => acks_now = true,
             }
             self.process_events().await?;
+            // A send during this turn (typically a reply the tap could not write itself)
+            // notified this driver; the pump below takes what it queued, so that
+            // notification would only cost a turn that finds nothing. Taken before the
+            // pump (a send after this point notifies again), and before the look at
+            // `evicted`, which is set before its notification.
+            wake.take();
             if self.evicted.load(Ordering::Acquire) {
                 return Ok(Ended::Evicted);
-            }
-            // A send during this turn (typically the tap's reply to a call just read)
-            // notified this driver; the pump below takes what it queued, so that
-            // notification would only cost a turn that finds nothing. Taken here, before
-            // the pump (and polled with this task's waker, so the next one still wakes
-            // it): a send after this point notifies again.
-            if self.peer.is_some() {
-                let taken =
-                    std::future::poll_fn(|cx| Poll::Ready(notified.as_mut().poll(cx).is_ready()))
-                        .await;
-                if taken {
-                    notified.set(wake.notified());
-                }
             }
             self.pump().await;
             if acks_now {
