@@ -155,14 +155,16 @@ pub(super) fn precheck_file(path: &Path) -> Result<(), StorageError> {
         return Err(corrupt(format!("invalid page size {page_size}")));
     }
     // The page count in the header is only trustworthy when its "version valid for"
-    // matches the change counter (file format rule), and only compared when no
-    // write-ahead log is pending: a checkpoint interrupted by a crash can leave a longer
-    // header than file, which SQLite repairs from the log.
+    // matches the change counter (file format rule), and only compared when no log is
+    // pending: a checkpoint interrupted by a crash can leave a longer header than file,
+    // which SQLite repairs from the write-ahead log; and so can a crash inside the commit
+    // that creates a new store (made before the switch to WAL, so with a rollback
+    // journal), which SQLite rolls back from that journal.
     let pages = u64::from(u32::from_be_bytes([
         header[28], header[29], header[30], header[31],
     ]));
     let count_valid = header[24..28] == header[92..96] && pages > 0;
-    if count_valid && !wal_pending(path) && len < pages.saturating_mul(page_size) {
+    if count_valid && !log_pending(path) && len < pages.saturating_mul(page_size) {
         return Err(corrupt(format!(
             "truncated: the header counts {pages} pages of {page_size} bytes, the file has {len} bytes"
         )));
@@ -170,10 +172,13 @@ pub(super) fn precheck_file(path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn wal_pending(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
+/// Whether a write-ahead log or a rollback journal with content lies beside the store.
+fn log_pending(path: &Path) -> bool {
+    ["-wal", "-journal"].iter().any(|suffix| {
+        let mut log = path.as_os_str().to_owned();
+        log.push(suffix);
+        std::fs::metadata(log).is_ok_and(|m| m.len() > 0)
+    })
 }
 
 /// Opens the connection, takes the file for this store alone, recognises a foreign file
