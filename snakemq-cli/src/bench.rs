@@ -303,7 +303,7 @@ fn print_table(plan: &measure::Plan, report: &Report, in_process: bool) {
     );
     if let Some(path) = &plan.store.store {
         println!(
-            "  {:<12} persistent, {:?} store {} ({:?}), {} in flight",
+            "  {:<12} persistent, {} store {} ({:?}), {} in flight",
             "messages",
             plan.store.store_backend,
             path.display(),

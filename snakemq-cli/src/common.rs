@@ -133,6 +133,15 @@ pub(crate) enum StoreBackend {
     Rocksdb,
 }
 
+impl std::fmt::Display for StoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreBackend::Sqlite => "SQLite",
+            StoreBackend::Rocksdb => "RocksDB",
+        })
+    }
+}
+
 /// How hard a commit of the store tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum DurabilityArg {
