@@ -198,67 +198,44 @@ pub(super) fn incoming(
             // at once goes back with this turn of the connection's driver (boxing the
             // whole call's future for a task it rarely needs cost an allocation and a
             // copy of the future per call).
-            let result = object.start(method, call.body());
-            let mut started = match result {
-                Ok(started) => started,
-                Err(error) => {
-                    let reply = finish_call(
-                        inner,
-                        &origin.peer,
-                        id,
-                        signal,
-                        deadline_ms,
-                        data,
-                        Some(Err(error)),
-                    );
-                    drop(slot);
-                    if let Some(reply) = reply {
-                        origin.reply(inner, reply, deadline);
+            let ready = match object.start(method, call.body()) {
+                Ok(mut started) => match poll_in_place(&inner.runtime, Pin::new(&mut started)) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => {
+                        let (inner_task, from, data) =
+                            (inner.clone(), origin.peer.clone(), data.clone());
+                        reply_later(inner, origin, deadline, async move {
+                            // (The deadline's timer starts at this first poll in the task.)
+                            let result = within(deadline, started).await;
+                            let reply = finish_call(
+                                &inner_task,
+                                &from,
+                                id,
+                                signal,
+                                deadline_ms,
+                                &data,
+                                result,
+                            );
+                            drop(slot);
+                            reply
+                        });
+                        return;
                     }
-                    return;
-                }
+                },
+                Err(error) => Err(error),
             };
-            let ready = {
-                let _context = inner.runtime.enter();
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                Pin::new(&mut started).poll(&mut cx)
-            };
-            match ready {
-                Poll::Ready(result) => {
-                    let reply = finish_call(
-                        inner,
-                        &origin.peer,
-                        id,
-                        signal,
-                        deadline_ms,
-                        data,
-                        Some(result),
-                    );
-                    drop(slot);
-                    if let Some(reply) = reply {
-                        origin.reply(inner, reply, deadline);
-                    }
-                }
-                Poll::Pending => {
-                    let data = data.clone();
-                    let task_inner = inner.clone();
-                    let Origin { peer, hold, .. } = origin;
-                    let ttl = reply_ttl(inner, deadline);
-                    inner.runtime.spawn(async move {
-                        let inner = task_inner;
-                        // (The deadline's timer starts at this first poll in the task.)
-                        let result = match deadline {
-                            Some(d) => lazy_timeout(d, started).await,
-                            None => Some(started.await),
-                        };
-                        let reply =
-                            finish_call(&inner, &peer, id, signal, deadline_ms, &data, result);
-                        drop(slot);
-                        if let Some(reply) = reply {
-                            send_reply(inner.messaging.clone(), peer, reply, ttl, hold).await;
-                        }
-                    });
-                }
+            let reply = finish_call(
+                inner,
+                &origin.peer,
+                id,
+                signal,
+                deadline_ms,
+                data,
+                Some(ready),
+            );
+            drop(slot);
+            if let Some(reply) = reply {
+                origin.reply(inner, reply, deadline);
             }
             return;
         }
@@ -284,35 +261,36 @@ pub(super) fn incoming(
             };
             service.ready().await?.call(request).await
         };
-        let result = match deadline {
-            Some(d) => lazy_timeout(d, run).await,
-            None => Some(run.await),
-        };
+        let result = within(deadline, run).await;
         let reply = finish_call(&inner, &from, id, signal, deadline_ms, &data, result);
         drop(slot);
         reply
     });
-    // Polled here until it first has to wait (see `run_or_spawn`): a reply ready at once
-    // goes back with this turn of the connection's driver.
-    let ready = {
-        let _context = inner.runtime.enter();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        future.as_mut().poll(&mut cx)
-    };
-    match ready {
+    // Polled here until it first has to wait: a reply ready at once goes back with this
+    // turn of the connection's driver.
+    match poll_in_place(&inner.runtime, future.as_mut()) {
         Poll::Ready(Some(data)) => origin.reply(inner, data, deadline),
         Poll::Ready(None) => {}
-        Poll::Pending => {
-            let Origin { peer, hold, .. } = origin;
-            let ttl = reply_ttl(inner, deadline);
-            let messaging = inner.messaging.clone();
-            inner.runtime.spawn(async move {
-                if let Some(data) = future.await {
-                    send_reply(messaging, peer, data, ttl, hold).await;
-                }
-            });
-        }
+        Poll::Pending => reply_later(inner, origin, deadline, future),
     }
+}
+
+/// Sends the reply of a call that had to wait, from a task of its own: `call` is the rest
+/// of the call up to its reply data (`None`: nothing to send).
+fn reply_later(
+    inner: &Arc<Inner>,
+    origin: Origin<'_>,
+    deadline: Option<Duration>,
+    call: impl Future<Output = Option<Bytes>> + Send + 'static,
+) {
+    let Origin { peer, hold, .. } = origin;
+    let ttl = reply_ttl(inner, deadline);
+    let messaging = inner.messaging.clone();
+    inner.runtime.spawn(async move {
+        if let Some(data) = call.await {
+            send_reply(messaging, peer, data, ttl, hold).await;
+        }
+    });
 }
 
 /// The reply data of a call that ran (`result`; `None`: it missed its deadline), cached;
@@ -440,12 +418,20 @@ fn run_or_spawn(
     future: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut future = Box::pin(future);
-    // The runtime's context, for timers and spawns, also when called from elsewhere.
-    let _context = runtime.enter();
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    if future.as_mut().poll(&mut cx).is_pending() {
+    if poll_in_place(runtime, future.as_mut()).is_pending() {
         runtime.spawn(future);
     }
+}
+
+/// Polls `future` once, here, in `runtime`'s context (for timers and spawns, also when
+/// called from outside the runtime) and with no waker: a future found pending must go on
+/// in a task, whose first poll registers that task's waker.
+fn poll_in_place<F: Future + ?Sized>(
+    runtime: &tokio::runtime::Handle,
+    future: Pin<&mut F>,
+) -> Poll<F::Output> {
+    let _context = runtime.enter();
+    future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }
 
 /// A reply nobody waits for any more expires with the call's deadline (or the configured
@@ -469,22 +455,26 @@ async fn send_reply(
     drop(hold);
 }
 
-/// `tokio::time::timeout` whose timer starts at the first poll that finds the future not
-/// done (in `run_or_spawn`, right away): a handler that answers at once, the common case,
-/// costs no clock read and no timer. `None`: the time ran out.
-async fn lazy_timeout<F: Future>(limit: Duration, inner: F) -> Option<F::Output> {
+/// `inner` within `limit` (`None`: no limit), like `tokio::time::timeout`, but its timer
+/// starts at the first poll that finds the future not done (in `poll_in_place`, right
+/// away): a handler that answers at once, the common case, costs no clock read and no
+/// timer. `None`: the time ran out.
+async fn within<F: Future>(limit: Option<Duration>, inner: F) -> Option<F::Output> {
     let mut inner = std::pin::pin!(inner);
     let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
     std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(output) = inner.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(output));
+        if let Poll::Ready(output) = inner.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
         }
+        let Some(limit) = limit else {
+            return Poll::Pending;
+        };
         if timer.is_none() {
             timer.set(Some(tokio::time::sleep(limit)));
         }
         match timer.as_mut().as_pin_mut() {
             Some(sleep) => sleep.poll(cx).map(|()| None),
-            None => std::task::Poll::Pending,
+            None => Poll::Pending,
         }
     })
     .await
