@@ -164,8 +164,7 @@ fn integrate(state: &mut State, peer: &Arc<str>, page: Vec<Record>, snapshot: u6
             parked.next()
         };
         if let Some(record) = next {
-            state.inserted += 1;
-            if let Err(error) = state.store.insert(peer, record) {
+            if let Err(error) = state.insert(peer, record) {
                 tracing::error!(%error, "memory queue insert failed");
             }
         }

@@ -43,7 +43,7 @@ use self::config::validate_destination;
 use self::persist::Persister;
 use self::state::{Counters, EventBatch, Shared, State, is_persistent};
 use crate::Error;
-use crate::proto::{MESSAGE_HEADER_LEN, Uuid};
+use crate::proto::Uuid;
 
 /// A running messaging instance. Cheap to clone and thread-safe; everything stops when the
 /// last clone is dropped or [`Messaging::shutdown`] is called.
@@ -275,8 +275,7 @@ impl Messaging {
         let message = message.into();
         let shared = &self.inner.shared;
         validate_destination(to)?;
-        let max = shared.max_packet_size as usize;
-        if message.data.len() + MESSAGE_HEADER_LEN + 1 > max {
+        if !crate::proto::message_fits(message.data.len(), shared.max_packet_size as usize) {
             return Err(Error::MessageTooLarge {
                 size: message.data.len(),
                 max: shared.max_packet_size,
@@ -541,10 +540,7 @@ fn push(
             backlog.unloaded += 1;
         }
         Some(backlog) => backlog.parked.push_back(record),
-        None => {
-            state.inserted += 1;
-            state.store.insert(to, record)?;
-        }
+        None => state.insert(to, record)?,
     }
     Ok(Pushed { wake, commit })
 }

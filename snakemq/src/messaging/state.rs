@@ -195,8 +195,27 @@ pub(crate) struct State {
     /// The next sequence number: one order for memory and the durable store.
     pub(crate) next_seq: u64,
     /// Insertions into `store` so far: a driver that read its peer's queue to the end
-    /// reads it again only after one (see `PeerLink::drained_at`).
+    /// reads it again only after one (see `PeerLink::drained_at`). Counted by
+    /// [`State::insert`], the one way in.
     pub(crate) inserted: u64,
+}
+
+impl State {
+    /// Queues `record` for `peer` in memory, counted in `inserted`.
+    pub(crate) fn insert(
+        &mut self,
+        peer: &str,
+        record: snakemq_storage::Record,
+    ) -> Result<(), snakemq_storage::StorageError> {
+        self.inserted += 1;
+        self.store.insert(peer, record)
+    }
+
+    /// Whether `link`'s driver read its peer's queue to the end and nothing was inserted
+    /// since (nor can be, from a durable backlog still loading).
+    pub(crate) fn drained(&self, link: &PeerLink) -> bool {
+        link.drained_at == Some(self.inserted) && self.backlogs.is_empty()
+    }
 }
 
 /// Counters kept whether or not anyone reads events.

@@ -19,6 +19,12 @@ pub const TTL_INFINITE: u32 = 0xFFFF_FFFF;
 /// Size of the MESSAGE header: uuid, ttl, flags.
 pub const MESSAGE_HEADER_LEN: usize = 16 + 4 + 4;
 
+/// Whether a MESSAGE frame with `data_len` bytes of data fits a packet of at most
+/// `max_packet_size` bytes (the frame's kind byte, its header, the data).
+pub fn message_fits(data_len: usize, max_packet_size: usize) -> bool {
+    1 + MESSAGE_HEADER_LEN + data_len <= max_packet_size
+}
+
 /// CAPABILITIES bit 0: the sender acknowledges received messages with ACK frames.
 pub const CAP_ACKS: u32 = 0x1;
 

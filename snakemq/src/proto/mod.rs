@@ -14,5 +14,5 @@ pub use connection::{Connection, ConnectionConfig, Event, Keepalive, MAX_REMOTE_
 pub use error::ProtoError;
 pub use frame::{
     CAP_ACKS, Frame, MESSAGE_HEADER_LEN, MessageFrame, PROTOCOL_VERSION, TTL_INFINITE, Uuid,
-    encode_ack, encode_message, encode_message_header, kind,
+    encode_ack, encode_message, encode_message_header, kind, message_fits,
 };

@@ -57,11 +57,11 @@ pub trait Serve: Send + Sync + 'static {
 /// Kept while a call is unanswered; see [`incoming`].
 pub(super) type Hold = Option<tokio::sync::oneshot::Sender<()>>;
 
-/// One place among the calls that run: counted overall and for the calling peer, and
-/// given back however a call ends.
 /// How many peers' counters are kept at zero (idle) before idle ones are removed.
 const IDLE_PEERS_KEPT: usize = 64;
 
+/// One place among the calls that run: counted overall and for the calling peer, and
+/// given back however a call ends.
 pub(super) struct Slot {
     inner: Arc<Inner>,
     peer: Arc<str>,

@@ -112,7 +112,6 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-/// Why a connection ended without an error worth reporting.
 /// Buffers a driver reuses from turn to turn: a turn that receives or sends a message
 /// allocated half a dozen short-lived vectors for these before (about a tenth of the
 /// allocations of an RPC call, one call outstanding).
@@ -132,6 +131,7 @@ struct Scratch {
     replies: Vec<super::tap::TapReply>,
 }
 
+/// Why a connection ended without an error worth reporting.
 enum Ended {
     PeerClosed,
     Shutdown,

@@ -40,6 +40,7 @@ impl Driver {
             let room = settings
                 .max_in_flight_messages
                 .saturating_sub(link.in_flight.len());
+            // (`State::drained`, spelled out: `link` borrows the state's peers mutably.)
             let drained = link.drained_at == Some(state.inserted) && state.backlogs.is_empty();
             if drained || room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
                 self.scratch.records = batch;
@@ -171,7 +172,7 @@ impl Driver {
                 state.peers.get(peer).is_some_and(|link| {
                     // Read to the end since the last insertion (the common case: no store
                     // lookup), or everything queued is in flight.
-                    (link.drained_at == Some(state.inserted) && state.backlogs.is_empty())
+                    state.drained(link)
                         || (state.store.stats(peer).map_or(u64::MAX, |s| s.messages)
                             == link.in_flight.len() as u64
                             && !state.backlogs.contains_key(peer))
@@ -179,13 +180,11 @@ impl Driver {
             };
         let max = self.shared.max_packet_size as usize;
         for reply in replies.drain(..) {
-            if !writable || reply.data.len() + proto::MESSAGE_HEADER_LEN + 1 > max {
+            if !writable || !proto::message_fits(reply.data.len(), max) {
                 tap.unsent(peer, reply);
                 continue;
             }
-            let ttl = u32::try_from(reply.ttl.as_secs())
-                .unwrap_or(TTL_INFINITE - 1)
-                .min(TTL_INFINITE - 1);
+            let ttl = finite_ttl(reply.ttl.as_secs());
             self.encode_parts(&crate::messaging::random_uuid(), ttl, 0, &reply.data);
         }
     }
@@ -255,11 +254,14 @@ pub(crate) fn wire_ttl(expiry: Expiry, now_ms: u64) -> u32 {
     match expiry {
         Expiry::Never => TTL_INFINITE,
         Expiry::WhileConnected => 0,
-        Expiry::At(deadline) => {
-            let secs = deadline.saturating_sub(now_ms) / 1000;
-            u32::try_from(secs)
-                .unwrap_or(TTL_INFINITE - 1)
-                .min(TTL_INFINITE - 1)
-        }
+        Expiry::At(deadline) => finite_ttl(deadline.saturating_sub(now_ms) / 1000),
     }
+}
+
+/// The TTL field for `secs` whole seconds: at most one below `TTL_INFINITE`, which
+/// means "no expiry".
+fn finite_ttl(secs: u64) -> u32 {
+    u32::try_from(secs)
+        .unwrap_or(TTL_INFINITE - 1)
+        .min(TTL_INFINITE - 1)
 }
