@@ -239,19 +239,11 @@ impl Connection {
     }
 
     fn process(&mut self, body: Bytes, now: Instant) -> Result<(), ProtoError> {
-        // ACK frames are decoded here, into a recycled list; the checks and errors are
-        // `Frame::decode`'s, then the `Frame::Ack` arm's below.
-        if let Some((&super::kind::ACK, ids)) = body.split_first() {
-            if ids.is_empty() || ids.len() % 16 != 0 {
-                return Err(ProtoError::Malformed(
-                    "ACK is not a non-empty list of 16-byte ids",
-                ));
-            }
+        // ACK frames are decoded here, into a recycled list (by `Frame::decode`'s own
+        // decoder, so with its checks and errors).
+        if let Some((&super::kind::ACK, payload)) = body.split_first() {
             let mut list = self.spare_acks.pop().unwrap_or_default();
-            list.extend(
-                ids.chunks_exact(16)
-                    .filter_map(|id| <[u8; 16]>::try_from(id).ok()),
-            );
+            super::frame::decode_ack_ids(payload, &mut list)?;
             return self.acked(list);
         }
         match Frame::decode(body)? {
@@ -283,6 +275,7 @@ impl Connection {
                 self.peer_caps = Some(bits);
                 Ok(())
             }
+            // (Taken above, before `Frame::decode`.)
             Frame::Ack(ids) => self.acked(ids),
             Frame::Unknown { .. } => self.count_unknown(now),
         }

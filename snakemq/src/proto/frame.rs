@@ -134,17 +134,8 @@ impl Frame {
                 Frame::Capabilities(body.get_u32())
             }
             kind::ACK => {
-                if body.is_empty() || body.len() % 16 != 0 {
-                    return Err(ProtoError::Malformed(
-                        "ACK is not a non-empty list of 16-byte ids",
-                    ));
-                }
                 let mut ids = Vec::with_capacity(body.len() / 16);
-                while body.has_remaining() {
-                    let mut uuid = [0u8; 16];
-                    body.copy_to_slice(&mut uuid);
-                    ids.push(uuid);
-                }
+                decode_ack_ids(&body, &mut ids)?;
                 Frame::Ack(ids)
             }
             other => Frame::Unknown {
@@ -184,6 +175,22 @@ impl Frame {
             }
         }
     }
+}
+
+/// Appends the ids of an ACK frame's payload (after its kind byte) to `ids`: a non-empty
+/// list of 16-byte ids. Split out so that a connection can decode into a reused list.
+pub(crate) fn decode_ack_ids(payload: &[u8], ids: &mut Vec<Uuid>) -> Result<(), ProtoError> {
+    if payload.is_empty() || payload.len() % 16 != 0 {
+        return Err(ProtoError::Malformed(
+            "ACK is not a non-empty list of 16-byte ids",
+        ));
+    }
+    ids.extend(
+        payload
+            .chunks_exact(16)
+            .filter_map(|id| <[u8; 16]>::try_from(id).ok()),
+    );
+    Ok(())
 }
 
 /// Appends a MESSAGE packet. Split out so the hot path does not build a [`Frame`].
