@@ -1,6 +1,6 @@
 use super::*;
 use crate::proto::MessageFrame;
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 
 fn packets(mut bytes: Bytes) -> Vec<Frame> {
     let mut frames = Vec::new();
@@ -316,4 +316,31 @@ fn ack_without_negotiation_is_a_violation() {
     conn.handle_packet(body(Frame::Identification(Bytes::from_static(b"py"))), now);
     conn.handle_packet(body(Frame::Ack(vec![[1; 16]])), now);
     assert!(conn.is_closed());
+}
+
+#[test]
+fn acks_decode_into_recycled_lists_and_malformed_ones_close() {
+    let now = Instant::now();
+    let mut conn = identified_pair(now);
+    while conn.poll_event().is_some() {}
+    for round in 0..3u8 {
+        conn.handle_packet(body(Frame::Ack(vec![[round; 16], [round + 1; 16]])), now);
+        match conn.poll_event() {
+            Some(Event::Acked(ids)) => {
+                assert_eq!(ids, vec![[round; 16], [round + 1; 16]]);
+                conn.recycle_acked(ids);
+            }
+            other => panic!("expected an ACK event, got {other:?}"),
+        }
+    }
+    // 15 bytes of ids: not a whole id.
+    let mut bad = BytesMut::new();
+    bad.put_u8(crate::proto::kind::ACK);
+    bad.put_bytes(7, 15);
+    conn.handle_packet(bad.freeze(), now);
+    assert!(conn.is_closed());
+    assert!(matches!(
+        conn.poll_event(),
+        Some(Event::Closed(ProtoError::Malformed(_)))
+    ));
 }
