@@ -97,6 +97,9 @@ pub struct SqliteStore {
     log: Option<CommitLog>,
     /// Batches made durable by the commit log and not yet applied to the tables.
     pending: WriteBatch,
+    /// The highest number of a push and removal that cancelled out in a settle that then
+    /// failed: still to be recorded as used by the next one (see `cancel_acknowledged`).
+    uncovered: Option<u64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -158,6 +161,7 @@ impl SqliteStore {
             removed_at_open: 0,
             log: None,
             pending: WriteBatch::new(),
+            uncovered: None,
         };
         store.reload()?;
         store.replay_commit_log()?;

@@ -153,6 +153,35 @@ fn acknowledged_messages_skip_the_tables_and_their_numbers_stay_used() -> TestRe
     Ok(())
 }
 
+/// A settle that fails after cancelling a push with its removal still records that
+/// number as used when it is tried again (the pair is gone from the pending batches).
+#[test]
+fn numbers_of_cancelled_pairs_stay_used_after_a_failed_settle() -> TestResult {
+    let (_dir, path, bob) = fresh()?;
+    let mut store = open(&path)?;
+    store.conn.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.flags = 99 \
+         BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )?;
+    let mut failing = pushes(&bob, [1], 10);
+    for (_, record) in &mut failing.pushes {
+        record.flags = 99;
+    }
+    store.write_deferred(failing)?;
+    store.write_deferred(pushes(&bob, [2], 10))?;
+    store.write_deferred(removals(&bob, [2]))?;
+    assert!(store.settle().is_err());
+    store.conn.execute_batch("DROP TRIGGER boom")?;
+    store.settle()?;
+    assert_eq!(queued(&store, "bob")?, vec![1]);
+    assert_eq!(store.last_seq()?, Some(2));
+    drop(store);
+
+    let store = open(&path)?;
+    assert_eq!(store.last_seq()?, Some(2));
+    Ok(())
+}
+
 #[test]
 fn a_clean_close_leaves_an_empty_log() -> TestResult {
     let (_dir, path, bob) = fresh()?;

@@ -38,11 +38,12 @@ impl SqliteStore {
     /// Applies the deferred batches to the tables, without a sync of their own: the
     /// commit log holds them durably until [`SqliteStore::checkpoint`].
     pub(super) fn settle_pending(&mut self) -> Result<(), StorageError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.uncovered.is_none() {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut self.pending);
-        let cancelled = cancel_acknowledged(&mut pending);
+        // (With what a failed settle cancelled: those pairs are gone from `pending`.)
+        let cancelled = cancel_acknowledged(&mut pending).max(self.uncovered.take());
         let result = self.without_sync(|store| {
             store.transact(|w| {
                 pending.apply(w)?;
@@ -55,6 +56,7 @@ impl SqliteStore {
         if result.is_err() {
             // Rolled back: still durable in the log, and tried again at the next settle.
             self.pending = pending;
+            self.uncovered = cancelled;
         }
         result
     }
