@@ -68,18 +68,26 @@ async fn start_server(
     Ok((server, rpc))
 }
 
-#[tokio::test]
-async fn a_call_survives_the_server_restarting_and_runs_once() -> TestResult {
-    // Both sides dispatch through messaging's tap: the client learns of the reconnect
-    // from it and sends the call again; the first server never finishes the call.
-    let first = Gatekeeper::new(0);
-    let (server, _server_rpc) = start_server("127.0.0.1:0", &first).await?;
+/// A peer "client" connected to `server`'s listener, and that listener's address.
+async fn connect_client(
+    server: &Messaging,
+) -> Result<(String, Messaging), Box<dyn std::error::Error>> {
     let addr = server
         .local_endpoints()
         .first()
         .map(ToString::to_string)
         .ok_or("no listener")?;
     let client = Messaging::builder("client").connect(&addr).start().await?;
+    Ok((addr, client))
+}
+
+#[tokio::test]
+async fn a_call_survives_the_server_restarting_and_runs_once() -> TestResult {
+    // Both sides dispatch through messaging's tap: the client learns of the reconnect
+    // from it and sends the call again; the first server never finishes the call.
+    let first = Gatekeeper::new(0);
+    let (server, _server_rpc) = start_server("127.0.0.1:0", &first).await?;
+    let (addr, client) = connect_client(&server).await?;
     let client_rpc = Rpc::new(&client)?;
     client_rpc.spawn_dispatch(&client);
     let gate =
@@ -177,12 +185,7 @@ async fn a_reply_never_overtakes_what_its_handler_sent_first() -> TestResult {
         .listen("127.0.0.1:0")
         .start()
         .await?;
-    let addr = server
-        .local_endpoints()
-        .first()
-        .map(ToString::to_string)
-        .ok_or("no endpoint")?;
-    let client = Messaging::builder("client").connect(&addr).start().await?;
+    let (_, client) = connect_client(&server).await?;
     let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
     let notes = Arc::new(Notes::default());
     client_rpc.serve("inbox", InboxServer::from_arc(notes.clone()));
