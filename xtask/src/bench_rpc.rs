@@ -1,7 +1,11 @@
 //! The RPC part of `cargo xtask bench` (issue 4): a 64-byte echo with our typed RPC beside
 //! tarpc and Python snakeMQ 1.6's RPC, in interleaved rounds.
 //!
-//! - `rpc-bench ours|tarpc latency --calls N`: one call outstanding, p50 and p99;
+//! - `rpc-bench paired latency --calls N`: one call outstanding, p50 and p99 of both stacks
+//!   measured in one process, in alternating batches (the latency rows; see
+//!   `bench/rpc-bench/src/paired.rs` for why);
+//! - `rpc-bench ours|tarpc latency --calls N`: the same, each stack in a process of its own
+//!   (printed under the table for reference);
 //! - `rpc-bench ours|tarpc throughput --calls N --in-flight 64`: calls per second;
 //! - `bench/snakemq_py_rpc_bench.py N`: Python snakeMQ's calls per second (its calls block,
 //!   one outstanding is its best configuration).
@@ -29,6 +33,13 @@ pub(crate) fn run(rounds: usize, quick: bool) -> Result<String, String> {
     let mut measured = Rounds::new(true);
     for round in 1..=rounds {
         let mut runs: Vec<(&'static str, Command, Vec<&'static str>)> = Vec::new();
+        let mut paired = Command::new(&rpc_bench);
+        paired.args(["paired", "latency", "--calls", calls]);
+        runs.push((
+            "paired",
+            paired,
+            vec!["ours_p50_us", "tarpc_p50_us", "ours_p99_us", "tarpc_p99_us"],
+        ));
         for harness in ["ours", "tarpc"] {
             let mut latency = Command::new(&rpc_bench);
             latency.args([harness, "latency", "--calls", calls]);
@@ -65,15 +76,15 @@ fn render(results: &BTreeMap<Key, Vec<f64>>, rounds: usize, quick: bool) -> Stri
     let rows: [(&str, Key, Key, f64, bool); 4] = [
         (
             "p50 µs, one outstanding",
-            ("ours", "p50_us"),
-            ("tarpc", "p50_us"),
+            ("paired", "ours_p50_us"),
+            ("paired", "tarpc_p50_us"),
             0.9,
             true,
         ),
         (
             "p99 µs, one outstanding",
-            ("ours", "p99_us"),
-            ("tarpc", "p99_us"),
+            ("paired", "ours_p99_us"),
+            ("paired", "tarpc_p99_us"),
             1.0,
             true,
         ),
@@ -102,6 +113,15 @@ fn render(results: &BTreeMap<Key, Vec<f64>>, rounds: usize, quick: bool) -> Stri
             lower_is_better,
         ));
     }
+    // For reference, not a target: the same latency with each stack in a process of its
+    // own, as before the paired runs.
+    if let (Some(ours), Some(tarpc)) = (value(("ours", "p50_us")), value(("tarpc", "p50_us"))) {
+        table.push_str(&format!(
+            "\nFor reference: p50 with each stack in a process of its own, {ours:.1} / {tarpc:.1} µs \
+             = {:.2}× tarpc.\n",
+            ours / tarpc
+        ));
+    }
     table
 }
 
@@ -112,8 +132,8 @@ mod tests {
     #[test]
     fn latency_targets_want_lower_and_throughput_higher() {
         let mut results = BTreeMap::new();
-        results.insert(("ours", "p50_us"), vec![30.0]);
-        results.insert(("tarpc", "p50_us"), vec![40.0]);
+        results.insert(("paired", "ours_p50_us"), vec![30.0]);
+        results.insert(("paired", "tarpc_p50_us"), vec![40.0]);
         results.insert(("ours", "calls_per_sec"), vec![100_000.0]);
         results.insert(("tarpc", "calls_per_sec"), vec![150_000.0]);
         let table = render(&results, 1, false);
@@ -127,5 +147,22 @@ mod tests {
             "{table}"
         );
         assert!(line("p99").ends_with("| – | <= 1× | – |"), "{table}");
+        assert!(!table.contains("For reference"), "{table}");
+    }
+
+    #[test]
+    fn separate_process_latency_is_printed_for_reference() {
+        let mut results = BTreeMap::new();
+        results.insert(("ours", "p50_us"), vec![22.0, 23.0, 21.0]);
+        results.insert(("tarpc", "p50_us"), vec![25.0]);
+        let table = render(&results, 3, false);
+        assert!(
+            table.contains("own, 22.0 / 25.0 µs = 0.88× tarpc."),
+            "{table}"
+        );
+        assert!(
+            crate::bench::table_row(&table, "p50").ends_with("| – | <= 0.9× | – |"),
+            "{table}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Command-line arguments, parsed by hand: three words and two options.
 
 /// What to print on a usage error.
-pub(crate) const USAGE: &str =
-    "usage: rpc-bench ours|tarpc latency|throughput --calls N [--in-flight K]";
+pub(crate) const USAGE: &str = "usage: rpc-bench ours|tarpc|paired latency|throughput --calls N \
+     [--in-flight K] [--batch B]";
 
 /// The RPC stack under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +11,8 @@ pub(crate) enum Harness {
     Ours,
     /// tarpc over its serde TCP transport (bincode).
     Tarpc,
+    /// Both, in one process, in alternating batches of calls.
+    Paired,
 }
 
 impl Harness {
@@ -19,6 +21,7 @@ impl Harness {
         match self {
             Harness::Ours => "snakemq-rpc",
             Harness::Tarpc => "tarpc",
+            Harness::Paired => "paired",
         }
     }
 }
@@ -53,6 +56,8 @@ pub(crate) struct Args {
     pub(crate) calls: usize,
     /// Calls outstanding in throughput mode.
     pub(crate) in_flight: usize,
+    /// Calls per turn of each stack in `paired` runs.
+    pub(crate) batch: usize,
 }
 
 /// Parses the arguments after the program name.
@@ -61,14 +66,15 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, Stri
     let harness = match args.next().as_deref() {
         Some("ours") => Harness::Ours,
         Some("tarpc") => Harness::Tarpc,
-        other => return Err(format!("expected ours or tarpc, got {other:?}")),
+        Some("paired") => Harness::Paired,
+        other => return Err(format!("expected ours, tarpc or paired, got {other:?}")),
     };
     let mode = match args.next().as_deref() {
         Some("latency") => Mode::Latency,
         Some("throughput") => Mode::Throughput,
         other => return Err(format!("expected latency or throughput, got {other:?}")),
     };
-    let (mut calls, mut in_flight) = (None, 64);
+    let (mut calls, mut in_flight, mut batch) = (None, 64, 500);
     while let Some(option) = args.next() {
         let value = args
             .next()
@@ -82,6 +88,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, Stri
         match option.as_str() {
             "--calls" => calls = Some(number),
             "--in-flight" => in_flight = number,
+            "--batch" => batch = number,
             _ => return Err(format!("unknown option {option}")),
         }
     }
@@ -91,6 +98,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, Stri
         mode,
         calls,
         in_flight,
+        batch,
     })
 }
 
@@ -111,7 +119,8 @@ mod tests {
                 harness: Harness::Tarpc,
                 mode: Mode::Throughput,
                 calls: 20000,
-                in_flight: 8
+                in_flight: 8,
+                batch: 500
             })
         );
     }
@@ -126,6 +135,15 @@ mod tests {
     }
 
     #[test]
+    fn paired_takes_a_batch_size() {
+        let args = parse(words("paired latency --calls 20000 --batch 250"));
+        assert_eq!(
+            args.map(|a| (a.harness, a.batch)),
+            Ok((Harness::Paired, 250))
+        );
+    }
+
+    #[test]
     fn refuses_bad_lines() {
         for line in [
             "",
@@ -136,6 +154,7 @@ mod tests {
             "ours latency --calls 0",
             "ours latency --calls x",
             "ours latency --calls 5 --depth 3",
+            "paired latency --calls 5 --batch 0",
         ] {
             assert!(parse(words(line)).is_err(), "{line:?} was accepted");
         }

@@ -11,6 +11,7 @@
 
 mod args;
 mod ours;
+mod paired;
 mod stats;
 mod tarpc_echo;
 
@@ -21,7 +22,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::args::{Args, Harness, Mode};
+use crate::ours::OursEcho;
 use crate::stats::Summary;
+use crate::tarpc_echo::TarpcEcho;
 
 /// The size of the echoed payload.
 pub(crate) const PAYLOAD: usize = 64;
@@ -53,19 +56,62 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.harness {
-            Harness::Ours => ours::run(&args).await,
-            Harness::Tarpc => tarpc_echo::run(&args).await,
+            Harness::Ours => alone(&args, OursEcho::start().await?).await,
+            Harness::Tarpc => alone(&args, TarpcEcho::start().await?).await,
+            Harness::Paired => paired::run(&args).await,
         }
     });
     match result {
-        Ok(summary) => {
-            println!("{}", summary.json(args.harness.name(), args.mode.name()));
+        Ok(line) => {
+            println!("{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("rpc-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Measures one stack on its own and returns its JSON line.
+async fn alone<S: Stack>(args: &Args, stack: S) -> Result<String, BoxError> {
+    let summary = measure(args, || stack.call()).await;
+    stack.stop().await;
+    Ok(summary?.json(args.harness.name(), args.mode.name()))
+}
+
+/// An echo stack: both ends started, one call at a time measured, then stopped.
+pub(crate) trait Stack {
+    /// One echo call, its reply checked.
+    fn call(&self) -> impl Future<Output = Result<(), BoxError>>;
+    /// Stops both ends.
+    fn stop(self) -> impl Future<Output = ()>;
+}
+
+impl Stack for OursEcho {
+    fn call(&self) -> impl Future<Output = Result<(), BoxError>> {
+        OursEcho::call(self)
+    }
+    fn stop(self) -> impl Future<Output = ()> {
+        OursEcho::stop(self)
+    }
+}
+
+impl Stack for TarpcEcho {
+    fn call(&self) -> impl Future<Output = Result<(), BoxError>> {
+        TarpcEcho::call(self)
+    }
+    fn stop(self) -> impl Future<Output = ()> {
+        TarpcEcho::stop(self)
+    }
+}
+
+/// Checks the length of an echo's reply.
+pub(crate) fn check_reply(len: usize) -> Result<(), BoxError> {
+    if len == PAYLOAD {
+        Ok(())
+    } else {
+        Err(format!("echo returned {len} bytes").into())
     }
 }
 
@@ -76,18 +122,23 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<(), BoxError>>,
 {
-    let in_flight = match args.mode {
-        Mode::Latency => 1,
-        Mode::Throughput => args.in_flight,
-    };
+    let in_flight = in_flight(args);
     run_calls(WARM_UP.min(args.calls), in_flight, &call).await?;
     let start = Instant::now();
     let samples = run_calls(args.calls, in_flight, &call).await?;
     Ok(Summary::new(samples, start.elapsed()))
 }
 
+/// The calls kept outstanding in `args.mode`.
+pub(crate) fn in_flight(args: &Args) -> usize {
+    match args.mode {
+        Mode::Latency => 1,
+        Mode::Throughput => args.in_flight,
+    }
+}
+
 /// Makes `calls` calls with at most `in_flight` outstanding; returns each call's round trip.
-async fn run_calls<F, Fut>(
+pub(crate) async fn run_calls<F, Fut>(
     calls: usize,
     in_flight: usize,
     call: &F,

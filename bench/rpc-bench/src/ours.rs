@@ -5,8 +5,6 @@ use std::time::Duration;
 use snakemq::Messaging;
 use snakemq::rpc::Rpc;
 
-use crate::args::Args;
-use crate::stats::Summary;
 use crate::{BoxError, PAYLOAD};
 
 /// The benchmarked service. `#[snakemq::service]` generates `EchoClient` and `EchoServer`.
@@ -25,42 +23,56 @@ impl Echo for Echoer {
     }
 }
 
-/// Starts both peers, measures, shuts them down.
-pub(crate) async fn run(args: &Args) -> Result<Summary, BoxError> {
-    let server = Messaging::builder("rpc-bench-server")
-        .listen("127.0.0.1:0")
-        .start()
-        .await?;
-    let addr = server
-        .local_endpoints()
-        .first()
-        .map(ToString::to_string)
-        .ok_or("the server has no endpoint")?;
-    let client = Messaging::builder("rpc-bench-client")
-        .connect(&addr)
-        .start()
-        .await?;
-    let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
-    server_rpc.serve("echo", EchoServer::new(Echoer));
-    server_rpc.spawn_dispatch(&server);
-    client_rpc.spawn_dispatch(&client);
-    let echo = EchoClient::new(&client_rpc, "rpc-bench-server", "echo")
-        .with_deadline(Duration::from_secs(30));
+/// Both peers, connected, with the echo served by one and called by the other.
+pub(crate) struct OursEcho {
+    server: Messaging,
+    client: Messaging,
+    /// Kept so that the served object and both dispatchers live as long as the peers.
+    _rpcs: (Rpc, Rpc),
+    echo: EchoClient,
+    payload: Vec<u8>,
+}
 
-    let payload = vec![0x5a; PAYLOAD];
-    let summary = crate::measure(args, || {
-        let (echo, payload) = (&echo, payload.clone());
-        async move {
-            let reply = echo.echo(payload).await?;
-            if reply.len() == PAYLOAD {
-                Ok(())
-            } else {
-                Err(format!("echo returned {} bytes", reply.len()).into())
-            }
-        }
-    })
-    .await;
-    client.shutdown().await;
-    server.shutdown().await;
-    summary
+impl OursEcho {
+    /// Starts both peers on 127.0.0.1 and registers the echo.
+    pub(crate) async fn start() -> Result<Self, BoxError> {
+        let server = Messaging::builder("rpc-bench-server")
+            .listen("127.0.0.1:0")
+            .start()
+            .await?;
+        let addr = server
+            .local_endpoints()
+            .first()
+            .map(ToString::to_string)
+            .ok_or("the server has no endpoint")?;
+        let client = Messaging::builder("rpc-bench-client")
+            .connect(&addr)
+            .start()
+            .await?;
+        let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
+        server_rpc.serve("echo", EchoServer::new(Echoer));
+        server_rpc.spawn_dispatch(&server);
+        client_rpc.spawn_dispatch(&client);
+        let echo = EchoClient::new(&client_rpc, "rpc-bench-server", "echo")
+            .with_deadline(Duration::from_secs(30));
+        Ok(OursEcho {
+            server,
+            client,
+            _rpcs: (server_rpc, client_rpc),
+            echo,
+            payload: vec![0x5a; PAYLOAD],
+        })
+    }
+
+    /// One echo call, its reply checked.
+    pub(crate) async fn call(&self) -> Result<(), BoxError> {
+        let reply = self.echo.echo(self.payload.clone()).await?;
+        crate::check_reply(reply.len())
+    }
+
+    /// Shuts both peers down.
+    pub(crate) async fn stop(self) {
+        self.client.shutdown().await;
+        self.server.shutdown().await;
+    }
 }

@@ -32,23 +32,61 @@ impl Summary {
             .unwrap_or(Duration::ZERO)
     }
 
-    /// The JSON line printed for the run.
-    pub(crate) fn json(&self, harness: &str, mode: &str) -> String {
+    /// Calls per second over the measured time, zero when none was measured.
+    fn rate(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
-        let calls = self.samples.len();
-        let rate = if seconds > 0.0 {
-            calls as f64 / seconds
+        if seconds > 0.0 {
+            self.samples.len() as f64 / seconds
         } else {
             0.0
-        };
-        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        }
+    }
+
+    /// The JSON line printed for the run.
+    pub(crate) fn json(&self, harness: &str, mode: &str) -> String {
         format!(
-            "{{\"harness\":\"{harness}\",\"mode\":\"{mode}\",\"calls\":{calls},\
-             \"seconds\":{seconds:.6},\"calls_per_sec\":{rate:.1},\"p50_us\":{:.1},\"p99_us\":{:.1}}}",
+            "{{\"harness\":\"{harness}\",\"mode\":\"{mode}\",\"calls\":{},\
+             \"seconds\":{:.6},\"calls_per_sec\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1}}}",
+            self.samples.len(),
+            self.elapsed.as_secs_f64(),
+            self.rate(),
             micros(self.percentile(50.0)),
             micros(self.percentile(99.0)),
         )
     }
+
+    /// The JSON line of a paired run: `self` is ours, `tarpc` the baseline, each figure
+    /// with its ratio ours/tarpc.
+    pub(crate) fn paired_json(&self, tarpc: &Summary, mode: &str) -> String {
+        let ratio = |ours: f64, baseline: f64| {
+            if baseline > 0.0 { ours / baseline } else { 0.0 }
+        };
+        let (p50, tarpc_p50) = (
+            micros(self.percentile(50.0)),
+            micros(tarpc.percentile(50.0)),
+        );
+        let (p99, tarpc_p99) = (
+            micros(self.percentile(99.0)),
+            micros(tarpc.percentile(99.0)),
+        );
+        let (rate, tarpc_rate) = (self.rate(), tarpc.rate());
+        format!(
+            "{{\"harness\":\"paired\",\"mode\":\"{mode}\",\"calls\":{},\
+             \"ours_p50_us\":{p50:.1},\"tarpc_p50_us\":{tarpc_p50:.1},\"p50_ratio\":{:.3},\
+             \"ours_p99_us\":{p99:.1},\"tarpc_p99_us\":{tarpc_p99:.1},\"p99_ratio\":{:.3},\
+             \"ours_calls_per_sec\":{rate:.1},\"tarpc_calls_per_sec\":{tarpc_rate:.1},\
+             \"rate_ratio\":{:.3}}}",
+            self.samples.len(),
+            ratio(p50, tarpc_p50),
+            ratio(p99, tarpc_p99),
+            ratio(rate, tarpc_rate),
+        )
+    }
+}
+
+/// A duration in microseconds.
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 #[cfg(test)]

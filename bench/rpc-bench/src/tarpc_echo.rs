@@ -6,9 +6,8 @@ use tarpc::client;
 use tarpc::context;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
+use tokio::task::JoinHandle;
 
-use crate::args::Args;
-use crate::stats::Summary;
 use crate::{BoxError, PAYLOAD};
 
 /// The benchmarked service. `#[tarpc::service]` generates `EchoClient` and `serve()`.
@@ -28,39 +27,55 @@ impl Echo for Echoer {
     }
 }
 
-/// Starts the server, connects the client, measures.
-pub(crate) async fn run(args: &Args) -> Result<Summary, BoxError> {
-    let mut listener = tarpc::serde_transport::tcp::listen("127.0.0.1:0", Bincode::default).await?;
-    let addr = listener.local_addr();
-    // One connection is expected; each request runs in a task of its own, as in tarpc's
-    // examples.
-    let server = tokio::spawn(async move {
-        if let Some(Ok(transport)) = listener.next().await {
-            BaseChannel::with_defaults(transport)
-                .execute(Echoer.serve())
-                .for_each(|response| async move {
-                    tokio::spawn(response);
-                })
-                .await;
-        }
-    });
-    let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?;
-    let echo = EchoClient::new(client::Config::default(), transport).spawn();
+/// A tarpc server task and a client connected to it.
+pub(crate) struct TarpcEcho {
+    server: JoinHandle<()>,
+    echo: EchoClient,
+    payload: Vec<u8>,
+}
 
-    let payload = vec![0x5a; PAYLOAD];
-    let summary = crate::measure(args, || {
-        let (echo, payload) = (&echo, payload.clone());
-        async move {
-            let reply = echo.echo(context::current(), payload).await?;
-            if reply.len() == PAYLOAD {
-                Ok(())
-            } else {
-                Err(format!("echo returned {} bytes", reply.len()).into())
+impl TarpcEcho {
+    /// Starts the server on 127.0.0.1 and connects the client.
+    pub(crate) async fn start() -> Result<Self, BoxError> {
+        let mut listener =
+            tarpc::serde_transport::tcp::listen("127.0.0.1:0", Bincode::default).await?;
+        let addr = listener.local_addr();
+        // One connection is expected; each request runs in a task of its own, as in tarpc's
+        // examples.
+        let server = tokio::spawn(async move {
+            if let Some(Ok(transport)) = listener.next().await {
+                BaseChannel::with_defaults(transport)
+                    .execute(Echoer.serve())
+                    .for_each(|response| async move {
+                        tokio::spawn(response);
+                    })
+                    .await;
             }
-        }
-    })
-    .await;
-    drop(echo);
-    server.abort();
-    summary
+        });
+        let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?;
+        let echo = EchoClient::new(client::Config::default(), transport).spawn();
+        Ok(TarpcEcho {
+            server,
+            echo,
+            payload: vec![0x5a; PAYLOAD],
+        })
+    }
+
+    /// One echo call, its reply checked.
+    pub(crate) async fn call(&self) -> Result<(), BoxError> {
+        let reply = self
+            .echo
+            .echo(context::current(), self.payload.clone())
+            .await?;
+        crate::check_reply(reply.len())
+    }
+
+    /// Drops the client and stops the server.
+    pub(crate) async fn stop(self) {
+        drop(self.echo);
+        self.server.abort();
+        // The abort takes effect at the task's next poll; wait for it so that nothing of
+        // this stack runs while another is measured.
+        let _ = self.server.await;
+    }
 }
