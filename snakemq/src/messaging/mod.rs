@@ -9,6 +9,7 @@
 mod backlog;
 mod clock;
 mod config;
+mod confirmations;
 mod driver;
 mod event;
 mod events;

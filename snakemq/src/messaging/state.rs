@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::clock::Clock;
 use super::config::Settings;
+use super::confirmations::Confirmations;
 use super::event::{DropReason, Event};
 use crate::proto::Uuid;
 
@@ -56,26 +57,23 @@ pub(crate) struct Receipt {
     pub(crate) ids: Vec<Uuid>,
     /// Duplicates, acknowledged once the application reaches the batch.
     pub(crate) on_reach: Vec<Uuid>,
-    pub(crate) to: mpsc::UnboundedSender<Vec<Uuid>>,
+    pub(crate) to: Arc<Confirmations>,
 }
 
 impl Receipt {
     /// The application has finished every earlier batch.
     pub(crate) fn reached(&mut self) {
-        if !self.on_reach.is_empty() {
-            let _ = self.to.send(std::mem::take(&mut self.on_reach));
-        }
+        self.to.push(&self.on_reach);
+        self.on_reach.clear();
     }
 
     /// Acknowledges the first `count` ids (those the application has finished with).
     pub(crate) fn confirm(&mut self, count: usize) {
         let count = count.min(self.ids.len());
-        if count > 0 {
-            let ids: Vec<Uuid> = self.ids.drain(..count).collect();
-            // The connection may be gone: then the sender re-sends and we suppress the
-            // duplicate.
-            let _ = self.to.send(ids);
-        }
+        // The connection may be gone: then the sender re-sends and we suppress the
+        // duplicate.
+        self.to.push(self.ids.get(..count).unwrap_or_default());
+        self.ids.drain(..count);
     }
 }
 

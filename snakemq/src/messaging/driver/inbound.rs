@@ -221,11 +221,20 @@ impl Driver {
         let receipt = self.acks.then(|| Receipt {
             ids: fresh_ids,
             on_reach: duplicate_ids,
-            to: self.confirmed_tx.clone(),
+            to: self.confirmations.clone(),
         });
         // Waits when the application is behind: backpressure reaches the sender through
         // withheld acks and TCP flow control.
         self.shared.emit(EventBatch { events, receipt }).await;
+    }
+
+    /// Acknowledges what the application confirmed since the last look.
+    pub(super) async fn take_confirmed(&mut self) {
+        let mut ids = std::mem::take(&mut self.scratch.confirmed);
+        if self.confirmations.take(&mut ids) {
+            self.confirmed(&ids).await;
+        }
+        self.scratch.confirmed = ids;
     }
 
     /// The application is done with these received messages: remember them in the

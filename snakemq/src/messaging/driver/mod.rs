@@ -20,6 +20,7 @@ use tracing::Instrument;
 mod inbound;
 mod outbound;
 
+use super::confirmations::Confirmations;
 use super::event::{DropReason, Event};
 use super::state::Shared;
 use crate::Error;
@@ -61,7 +62,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         .handshake_timeout(settings.handshake_timeout)
         // Acknowledgements wait for the driver to go idle (see `run`), not for a timer.
         .ack_delay(None);
-    let (confirmed_tx, confirmed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let wake = shared.drivers.register();
     let mut driver = Driver {
         proto: proto::Connection::new(config, now()),
         shared: shared.clone(),
@@ -69,16 +70,16 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         writer,
         peer: None,
         acks: false,
-        wake: shared.drivers.register(),
+        confirmations: Arc::new(Confirmations::new(wake.clone())),
+        wake,
         evicted: Arc::new(AtomicBool::new(false)),
         chunks: Vec::new(),
         delivered_on_write: Vec::new(),
         scratch: Scratch::default(),
         hold_until: None,
-        confirmed_tx,
     };
     async move {
-        let outcome = driver.run(reader, confirmed_rx).await;
+        let outcome = driver.run(reader).await;
         driver.finish(outcome).await;
     }
     .instrument(span)
@@ -129,6 +130,8 @@ struct Scratch {
     records: Vec<snakemq_storage::Record>,
     /// Replies of the tap, written outside the queue.
     replies: Vec<super::tap::TapReply>,
+    /// Ids the application confirmed, taken from [`Driver::confirmations`].
+    confirmed: Vec<Uuid>,
 }
 
 /// Why a connection ended without an error worth reporting.
@@ -158,15 +161,11 @@ struct Driver {
     /// No messages go out before this instant (see [`LEGACY_FIRST_SEND_DELAY`]).
     hold_until: Option<Instant>,
     /// Receipts of the application send the ids it is done with here.
-    confirmed_tx: tokio::sync::mpsc::UnboundedSender<Vec<Uuid>>,
+    confirmations: Arc<Confirmations>,
 }
 
 impl Driver {
-    async fn run(
-        &mut self,
-        mut reader: PacketReader,
-        mut confirmed: tokio::sync::mpsc::UnboundedReceiver<Vec<Uuid>>,
-    ) -> Result<Ended, Error> {
+    async fn run(&mut self, mut reader: PacketReader) -> Result<Ended, Error> {
         let shared = self.shared.clone();
         // What `reader` had read when the protocol last heard of it (keepalive).
         let mut bytes_seen = reader.bytes_received();
@@ -220,9 +219,7 @@ impl Driver {
                 }) => {
                     // What the application finished before the shutdown is acknowledged
                     // (the acks go out with the final flush).
-                    while let Ok(ids) = confirmed.try_recv() {
-                        self.confirmed(&ids).await;
-                    }
+                    self.take_confirmed().await;
                     return Ok(Ended::Shutdown);
                 }
                 packet = reader.next() => {
@@ -243,15 +240,6 @@ impl Driver {
                                 return Err(error.into());
                             }
                         }
-                    }
-                }
-                // Before new messages: what the application confirmed before it sent
-                // something goes out first, so a peer never sees a reply ahead of the
-                // acknowledgements of what the reply answers.
-                Some(ids) = confirmed.recv() => {
-                    self.confirmed(&ids).await;
-                    while let Ok(more) = confirmed.try_recv() {
-                        self.confirmed(&more).await;
                     }
                 }
                 () = std::future::poll_fn(|cx| wake.poll_notified(cx)) => {
@@ -298,6 +286,11 @@ impl Driver {
                 () = tokio::task::yield_now(), if acks_waiting => acks_now = true,
             }
             self.process_events().await?;
+            // Before new messages: what the application confirmed before it sent
+            // something goes out first, so a peer never sees a reply ahead of the
+            // acknowledgements of what the reply answers. (A confirmation notifies `wake`,
+            // whose branch above ends the wait.)
+            self.take_confirmed().await;
             // A send during this turn (typically a reply the tap could not write itself)
             // notified this driver; the pump below takes what it queued, so that
             // notification would only cost a turn that finds nothing. Taken before the
