@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use snakemq::proto::{
-    CAP_ACKS, Connection, ConnectionConfig, Event, Frame, Keepalive, MessageFrame,
+    CAP_ACKS, CAP_UNACKED, Connection, ConnectionConfig, Event, Frame, Keepalive, MessageFrame,
     PROTOCOL_VERSION, Uuid,
 };
 use snakemq_link::PacketDecoder;
@@ -305,6 +305,10 @@ fn drain_events(conn: &mut Connection, model: &mut Model) {
                 assert!(model.identified, "MESSAGE before Identified");
                 model.received.push_back(message.uuid);
             }
+            Event::UnackedMessage(_) => {
+                // Never acknowledged, so the model has nothing to track for it.
+                assert!(model.identified, "UNACKED_MESSAGE before Identified");
+            }
             Event::Acked(ids) => {
                 assert!(model.identified, "Acked before Identified");
                 assert!(model.acks, "Acked without negotiated acks");
@@ -341,7 +345,7 @@ fn check_transmit(model: &mut Model, announced: bool, bytes: Bytes) {
         model.greeted = true;
         let mut want = vec![Frame::ProtocolVersion(PROTOCOL_VERSION)];
         if announced {
-            want.push(Frame::Capabilities(CAP_ACKS));
+            want.push(Frame::Capabilities(CAP_ACKS | CAP_UNACKED));
         }
         want.push(Frame::Identification(Bytes::from_static(
             IDENTITY.as_bytes(),

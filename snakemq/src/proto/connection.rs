@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::frame::{CAP_ACKS, Frame, MessageFrame, PROTOCOL_VERSION, Uuid, encode_ack};
+use super::frame::{
+    CAP_ACKS, CAP_UNACKED, Frame, MessageFrame, PROTOCOL_VERSION, Uuid, encode_ack,
+};
 use super::{ProtoError, encode_message};
 
 /// Longest remote identity accepted, in bytes.
@@ -118,6 +120,9 @@ pub enum Event {
     },
     /// A message arrived.
     Message(MessageFrame),
+    /// A message arrived that must not be acknowledged: its sender keeps no copy (an
+    /// UNACKED_MESSAGE frame; see [`Connection::unacked_in_use`]).
+    UnackedMessage(MessageFrame),
     /// The peer acknowledged these messages.
     Acked(Vec<Uuid>),
     /// The connection must be closed: flush [`Connection::take_transmit`] and close.
@@ -140,6 +145,8 @@ pub struct Connection {
     events: VecDeque<Event>,
     peer_caps: Option<u32>,
     acks_in_use: bool,
+    /// Acks are in use and the peer understands UNACKED_MESSAGE frames.
+    unacked_in_use: bool,
     pending_acks: Vec<Uuid>,
     /// When the oldest pending acknowledgement must go out at the latest (`None` with no
     /// pending ones, or no ack delay timer).
@@ -165,7 +172,7 @@ impl Connection {
         let mut out = BytesMut::with_capacity(64 + config.identity.len());
         Frame::ProtocolVersion(PROTOCOL_VERSION).encode(&mut out);
         if config.acks {
-            Frame::Capabilities(CAP_ACKS).encode(&mut out);
+            Frame::Capabilities(CAP_ACKS | CAP_UNACKED).encode(&mut out);
         }
         Frame::Identification(Bytes::copy_from_slice(config.identity.as_bytes())).encode(&mut out);
         Connection {
@@ -176,6 +183,7 @@ impl Connection {
             events: VecDeque::new(),
             peer_caps: None,
             acks_in_use: false,
+            unacked_in_use: false,
             pending_acks: Vec::new(),
             acks_due: None,
             last_received: now,
@@ -200,6 +208,14 @@ impl Connection {
     /// Whether acknowledgements are in use (both sides announced them).
     pub fn acks_in_use(&self) -> bool {
         self.acks_in_use
+    }
+
+    /// Whether messages that need no acknowledgement may go out as UNACKED_MESSAGE frames
+    /// ([`Frame::UnackedMessage`]): acks are in use and the peer announced
+    /// [`CAP_UNACKED`]. Otherwise such a message goes out as a MESSAGE, and the peer's
+    /// acknowledgement of it is to be ignored.
+    pub fn unacked_in_use(&self) -> bool {
+        self.unacked_in_use
     }
 
     /// Number of frames of unknown type received so far.
@@ -261,6 +277,13 @@ impl Connection {
                 self.events.push_back(Event::Message(message));
                 Ok(())
             }
+            Frame::UnackedMessage(message) => {
+                if self.state != State::Identified {
+                    return Err(ProtoError::BeforeIdentification("UNACKED_MESSAGE"));
+                }
+                self.events.push_back(Event::UnackedMessage(message));
+                Ok(())
+            }
             Frame::Ping => {
                 Frame::Pong.encode(&mut self.out);
                 Ok(())
@@ -294,6 +317,8 @@ impl Connection {
         let identity =
             std::str::from_utf8(raw).map_err(|_| ProtoError::InvalidIdentity("not UTF-8"))?;
         self.acks_in_use = self.config.acks && self.peer_caps.is_some_and(|b| b & CAP_ACKS != 0);
+        self.unacked_in_use =
+            self.acks_in_use && self.peer_caps.is_some_and(|b| b & CAP_UNACKED != 0);
         self.state = State::Identified;
         self.events.push_back(Event::Identified {
             identity: identity.to_owned(),

@@ -33,10 +33,14 @@ fn identified_pair(now: Instant) -> Connection {
 }
 
 fn identified_with(config: ConnectionConfig, now: Instant) -> Connection {
+    identified_with_caps(config, CAP_ACKS, now)
+}
+
+fn identified_with_caps(config: ConnectionConfig, caps: u32, now: Instant) -> Connection {
     let mut conn = Connection::new(config, now);
     conn.take_transmit();
     conn.handle_packet(body(Frame::ProtocolVersion(1)), now);
-    conn.handle_packet(body(Frame::Capabilities(CAP_ACKS)), now);
+    conn.handle_packet(body(Frame::Capabilities(caps)), now);
     conn.handle_packet(body(Frame::Identification(Bytes::from_static(b"bob"))), now);
     conn
 }
@@ -50,9 +54,55 @@ fn handshake_frames_go_out_first_in_order() {
         sent,
         vec![
             Frame::ProtocolVersion(1),
-            Frame::Capabilities(CAP_ACKS),
+            Frame::Capabilities(CAP_ACKS | CAP_UNACKED),
             Frame::Identification(Bytes::from_static(b"alice")),
         ]
+    );
+}
+
+#[test]
+fn unacked_messages_need_the_peers_bit_and_acks() {
+    let now = Instant::now();
+    let both = identified_with_caps(ConnectionConfig::new("alice"), CAP_ACKS | CAP_UNACKED, now);
+    assert!(both.unacked_in_use());
+    // An older Rust peer: acks, but no UNACKED_MESSAGE.
+    let older = identified_with_caps(ConnectionConfig::new("alice"), CAP_ACKS, now);
+    assert!(older.acks_in_use() && !older.unacked_in_use());
+    // The bit without acks means nothing.
+    let bit_only = identified_with_caps(ConnectionConfig::new("alice"), CAP_UNACKED, now);
+    assert!(!bit_only.unacked_in_use());
+    // Nor with our acks turned off.
+    let ours_off = identified_with_caps(
+        ConnectionConfig::new("alice").acks(false),
+        CAP_ACKS | CAP_UNACKED,
+        now,
+    );
+    assert!(!ours_off.unacked_in_use());
+}
+
+#[test]
+fn an_unacked_message_is_its_own_event() {
+    let now = Instant::now();
+    let mut conn =
+        identified_with_caps(ConnectionConfig::new("alice"), CAP_ACKS | CAP_UNACKED, now);
+    let _ = conn.poll_event();
+    conn.handle_packet(body(Frame::UnackedMessage(message(7))), now);
+    conn.handle_packet(body(Frame::Message(message(8))), now);
+    assert_eq!(conn.poll_event(), Some(Event::UnackedMessage(message(7))));
+    assert_eq!(conn.poll_event(), Some(Event::Message(message(8))));
+}
+
+#[test]
+fn an_unacked_message_before_identification_closes() {
+    let now = Instant::now();
+    let mut conn = Connection::new(ConnectionConfig::new("alice"), now);
+    conn.handle_packet(body(Frame::ProtocolVersion(1)), now);
+    conn.handle_packet(body(Frame::UnackedMessage(message(1))), now);
+    assert_eq!(
+        conn.poll_event(),
+        Some(Event::Closed(ProtoError::BeforeIdentification(
+            "UNACKED_MESSAGE"
+        )))
     );
 }
 

@@ -28,6 +28,10 @@ pub fn message_fits(data_len: usize, max_packet_size: usize) -> bool {
 /// CAPABILITIES bit 0: the sender acknowledges received messages with ACK frames.
 pub const CAP_ACKS: u32 = 0x1;
 
+/// CAPABILITIES bit 1: the sender understands UNACKED_MESSAGE frames (and never
+/// acknowledges them). Only a peer that announced it is sent one.
+pub const CAP_UNACKED: u32 = 0x2;
+
 /// Frame type numbers.
 pub mod kind {
     /// PROTOCOL_VERSION
@@ -46,6 +50,8 @@ pub mod kind {
     pub const CAPABILITIES: u8 = 6;
     /// ACK (Rust extension)
     pub const ACK: u8 = 7;
+    /// UNACKED_MESSAGE (Rust extension): a MESSAGE the receiver must not acknowledge
+    pub const UNACKED_MESSAGE: u8 = 8;
 }
 
 /// A MESSAGE frame.
@@ -81,6 +87,9 @@ pub enum Frame {
     Capabilities(u32),
     /// Acknowledged message ids (Rust peers only), at least one.
     Ack(Vec<Uuid>),
+    /// A message of which the sender keeps no copy, so no acknowledgement is wanted
+    /// (Rust peers that announced [`CAP_UNACKED`] only). Same layout as MESSAGE.
+    UnackedMessage(MessageFrame),
     /// A frame type this implementation does not know; ignored (and counted).
     Unknown {
         /// The type number.
@@ -108,23 +117,8 @@ impl Frame {
             }
             kind::INCOMPATIBLE_PROTOCOL => Frame::IncompatibleProtocol,
             kind::IDENTIFICATION => Frame::Identification(body),
-            kind::MESSAGE => {
-                if body.len() < MESSAGE_HEADER_LEN {
-                    return Err(ProtoError::Malformed(
-                        "MESSAGE shorter than its 24-byte header",
-                    ));
-                }
-                let mut uuid = [0u8; 16];
-                body.copy_to_slice(&mut uuid);
-                let ttl = body.get_u32();
-                let flags = body.get_u32();
-                Frame::Message(MessageFrame {
-                    uuid,
-                    ttl,
-                    flags,
-                    data: body,
-                })
-            }
+            kind::MESSAGE => Frame::Message(decode_message(body)?),
+            kind::UNACKED_MESSAGE => Frame::UnackedMessage(decode_message(body)?),
             kind::PING => Frame::Ping,
             kind::PONG => Frame::Pong,
             kind::CAPABILITIES => {
@@ -162,6 +156,17 @@ impl Frame {
                 out.put_slice(ident);
             }
             Frame::Message(message) => encode_message(message, out),
+            Frame::UnackedMessage(message) => {
+                encode_message_header_of_kind(
+                    kind::UNACKED_MESSAGE,
+                    &message.uuid,
+                    message.ttl,
+                    message.flags,
+                    message.data.len(),
+                    out,
+                );
+                out.put_slice(&message.data);
+            }
             Frame::Ping => put_header(out, kind::PING, 0),
             Frame::Pong => put_header(out, kind::PONG, 0),
             Frame::Capabilities(bits) => {
@@ -175,6 +180,25 @@ impl Frame {
             }
         }
     }
+}
+
+/// The payload of a MESSAGE or UNACKED_MESSAGE frame (after its kind byte).
+fn decode_message(mut body: Bytes) -> Result<MessageFrame, ProtoError> {
+    if body.len() < MESSAGE_HEADER_LEN {
+        return Err(ProtoError::Malformed(
+            "MESSAGE shorter than its 24-byte header",
+        ));
+    }
+    let mut uuid = [0u8; 16];
+    body.copy_to_slice(&mut uuid);
+    let ttl = body.get_u32();
+    let flags = body.get_u32();
+    Ok(MessageFrame {
+        uuid,
+        ttl,
+        flags,
+        data: body,
+    })
 }
 
 /// Appends the ids of an ACK frame's payload (after its kind byte) to `ids`: a non-empty
@@ -211,7 +235,20 @@ pub fn encode_message_header(
     data_len: usize,
     out: &mut BytesMut,
 ) {
-    put_header(out, kind::MESSAGE, MESSAGE_HEADER_LEN + data_len);
+    encode_message_header_of_kind(kind::MESSAGE, uuid, ttl, flags, data_len, out);
+}
+
+/// Appends the prefix and header of a MESSAGE or (with `kind::UNACKED_MESSAGE`) an
+/// UNACKED_MESSAGE packet whose data the caller writes.
+pub fn encode_message_header_of_kind(
+    kind: u8,
+    uuid: &Uuid,
+    ttl: u32,
+    flags: u32,
+    data_len: usize,
+    out: &mut BytesMut,
+) {
+    put_header(out, kind, MESSAGE_HEADER_LEN + data_len);
     out.put_slice(uuid);
     out.put_u32(ttl);
     out.put_u32(flags);
@@ -288,6 +325,7 @@ mod tests {
             b"\x06\x00",
             b"\x07",
             b"\x07\x01\x02",
+            b"\x08short",
         ] {
             assert!(
                 Frame::decode(Bytes::copy_from_slice(bad)).is_err(),
@@ -313,19 +351,27 @@ mod tests {
                 uuid,
                 any::<u32>(),
                 any::<u32>(),
-                proptest::collection::vec(any::<u8>(), 0..256)
+                proptest::collection::vec(any::<u8>(), 0..256),
+                any::<bool>(),
             )
-                .prop_map(|(uuid, ttl, flags, data)| Frame::Message(MessageFrame {
-                    uuid,
-                    ttl,
-                    flags,
-                    data: Bytes::from(data)
-                })),
+                .prop_map(|(uuid, ttl, flags, data, unacked)| {
+                    let message = MessageFrame {
+                        uuid,
+                        ttl,
+                        flags,
+                        data: Bytes::from(data),
+                    };
+                    if unacked {
+                        Frame::UnackedMessage(message)
+                    } else {
+                        Frame::Message(message)
+                    }
+                }),
             Just(Frame::Ping),
             Just(Frame::Pong),
             any::<u32>().prop_map(Frame::Capabilities),
             proptest::collection::vec(uuid, 1..20).prop_map(Frame::Ack),
-            (8u8..=255, 0usize..32).prop_map(|(kind, len)| Frame::Unknown { kind, len }),
+            (9u8..=255, 0usize..32).prop_map(|(kind, len)| Frame::Unknown { kind, len }),
         ]
     }
 

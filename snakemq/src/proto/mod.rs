@@ -13,6 +13,7 @@ mod frame;
 pub use connection::{Connection, ConnectionConfig, Event, Keepalive, MAX_REMOTE_IDENTITY};
 pub use error::ProtoError;
 pub use frame::{
-    CAP_ACKS, Frame, MESSAGE_HEADER_LEN, MessageFrame, PROTOCOL_VERSION, TTL_INFINITE, Uuid,
-    encode_ack, encode_message, encode_message_header, kind, message_fits,
+    CAP_ACKS, CAP_UNACKED, Frame, MESSAGE_HEADER_LEN, MessageFrame, PROTOCOL_VERSION, TTL_INFINITE,
+    Uuid, encode_ack, encode_message, encode_message_header, encode_message_header_of_kind, kind,
+    message_fits,
 };

@@ -18,6 +18,7 @@ impl Driver {
     pub(super) async fn process_events(&mut self) -> Result<(), Error> {
         // A buffer kept by the driver: a turn with a message no longer allocates for it.
         let mut received = std::mem::take(&mut self.scratch.frames);
+        let mut unacked = std::mem::take(&mut self.scratch.unacked);
         let mut outcome = Ok(());
         while let Some(event) = self.proto.poll_event() {
             match event {
@@ -27,7 +28,14 @@ impl Driver {
                         break;
                     }
                 }
-                proto::Event::Message(frame) => received.push(frame),
+                proto::Event::Message(frame) => {
+                    received.push(frame);
+                    unacked.push(false);
+                }
+                proto::Event::UnackedMessage(frame) => {
+                    received.push(frame);
+                    unacked.push(true);
+                }
                 proto::Event::Acked(ids) => {
                     self.acked(&ids).await;
                     self.proto.recycle_acked(ids);
@@ -40,9 +48,11 @@ impl Driver {
             }
         }
         // (A failed registration leaves no peer: nothing is delivered then.)
-        self.deliver(&mut received).await;
+        self.deliver(&mut received, &unacked).await;
         received.clear();
+        unacked.clear();
         self.scratch.frames = received;
+        self.scratch.unacked = unacked;
         outcome
     }
 
@@ -121,11 +131,12 @@ impl Driver {
     }
 
     /// Hands received messages to the application, suppressing duplicates, and queues
-    /// their acknowledgements. Takes the frames out of `frames`.
+    /// their acknowledgements. Takes the frames out of `frames`; `unacked[i]` tells
+    /// whether `frames[i]` came as an UNACKED_MESSAGE (its sender wants no ack).
     ///
     /// The per-turn lists live in the driver's scratch buffers: with a tap taking every
     /// message (typed RPC) a turn allocates nothing here.
-    pub(super) async fn deliver(&mut self, frames: &mut Vec<MessageFrame>) {
+    pub(super) async fn deliver(&mut self, frames: &mut Vec<MessageFrame>, unacked: &[bool]) {
         let Some(peer) = self.peer.clone() else {
             return;
         };
@@ -178,12 +189,13 @@ impl Driver {
         // acknowledged when the application reaches this batch, which means it finished
         // every earlier one. Fresh messages are acknowledged when it is done with them.
         let mut duplicate_ids = Vec::new();
-        for (frame, fresh) in frames.drain(..).zip(fresh.iter().copied()) {
+        let unacked = unacked.iter().copied().chain(std::iter::repeat(false));
+        for ((frame, fresh), unacked) in frames.drain(..).zip(fresh.iter().copied()).zip(unacked) {
             let uuid = frame.uuid;
             if !fresh {
                 // (A copy of a message in this same batch needs no ack of its own: the
                 // first copy's ack covers it.)
-                if self.acks && !fresh_ids.contains(&uuid) && !tapped.contains(&uuid) {
+                if self.acks && !unacked && !fresh_ids.contains(&uuid) && !tapped.contains(&uuid) {
                     duplicate_ids.push(uuid);
                 }
                 continue;
@@ -193,11 +205,17 @@ impl Driver {
                 match tap.received(&peer, message, &mut replies) {
                     Some(untaken) => message = untaken,
                     None => {
-                        tapped.push(uuid);
+                        // (An unacked message taken is done with: nothing to confirm.)
+                        if !unacked {
+                            tapped.push(uuid);
+                        }
                         continue;
                     }
                 }
             }
+            // An unacked message for the event stream keeps its place in the receipt, whose
+            // ids match the batch's messages one for one: its ack, if one goes out, finds
+            // nothing in flight at the sender and is ignored.
             fresh_ids.push(uuid);
             events.push(Event::Received {
                 from: peer.clone(),

@@ -120,6 +120,8 @@ fn now() -> std::time::Instant {
 struct Scratch {
     /// Messages read this turn.
     frames: Vec<proto::MessageFrame>,
+    /// Whether each of them came as an UNACKED_MESSAGE.
+    unacked: Vec<bool>,
     /// Whether each of them is new (not a duplicate).
     fresh: Vec<bool>,
     /// The ones the tap took.

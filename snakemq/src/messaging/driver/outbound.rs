@@ -148,15 +148,22 @@ impl Driver {
 
     pub(super) fn encode(&mut self, record: &Record, now_ms: u64) {
         let ttl = wire_ttl(record.expiry, now_ms);
-        self.encode_parts(&record.uuid, ttl, record.flags, &record.data);
+        self.encode_parts(
+            &record.uuid,
+            ttl,
+            record.flags,
+            &record.data,
+            proto::kind::MESSAGE,
+        );
     }
 
     /// Writes the tap's replies to `peer` on this connection, outside the queue (see
     /// [`crate::messaging::Tap::received`]); hands back to the tap those that cannot go
     /// now. Takes them out of `replies`.
     ///
-    /// Such a reply is a MESSAGE frame like any other (the peer acknowledges it; the
-    /// acknowledgement finds nothing in flight and is ignored) but it costs no queue
+    /// Such a reply is an UNACKED_MESSAGE frame to a peer that understands it, otherwise a
+    /// MESSAGE (the peer acknowledges it; the acknowledgement finds nothing in flight and
+    /// is ignored); either way it costs no queue
     /// insertion, deadline index entry, store read, in-flight entry or removal: about a
     /// tenth of an RPC call's work with one call outstanding. It must not overtake
     /// messages queued for the peer earlier, so it goes through the queue while any wait
@@ -179,17 +186,26 @@ impl Driver {
                 })
             };
         let max = self.shared.max_packet_size as usize;
+        // Nothing keeps a copy of a direct reply, so a peer that can be told not to
+        // acknowledge it is told (one ACK less to write, read and look up per RPC call,
+        // and no ACK packet of its own when the caller sends nothing else soon).
+        let kind = if self.proto.unacked_in_use() {
+            proto::kind::UNACKED_MESSAGE
+        } else {
+            proto::kind::MESSAGE
+        };
         for reply in replies.drain(..) {
             if !writable || !proto::message_fits(reply.data.len(), max) {
                 tap.unsent(peer, reply);
                 continue;
             }
             let ttl = finite_ttl(reply.ttl.as_secs());
-            self.encode_parts(&crate::messaging::random_uuid(), ttl, 0, &reply.data);
+            self.encode_parts(&crate::messaging::random_uuid(), ttl, 0, &reply.data, kind);
         }
     }
 
-    fn encode_parts(&mut self, uuid: &proto::Uuid, ttl: u32, flags: u32, data: &Bytes) {
+    /// Encodes a message of `kind` (MESSAGE or UNACKED_MESSAGE) into the transmit buffer.
+    fn encode_parts(&mut self, uuid: &proto::Uuid, ttl: u32, flags: u32, data: &Bytes, kind: u8) {
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         if data.len() >= DIRECT_PAYLOAD {
             // Keep the payload out of the copy: what is buffered so far (pending acks
@@ -199,12 +215,12 @@ impl Driver {
                 self.chunks.push(before);
             }
             let buf = self.proto.transmit_buffer();
-            proto::encode_message_header(uuid, ttl, flags, data.len(), buf);
+            proto::encode_message_header_of_kind(kind, uuid, ttl, flags, data.len(), buf);
             self.chunks.push(buf.split().freeze());
             self.chunks.push(data.clone());
         } else {
             let buf = self.proto.transmit_buffer();
-            proto::encode_message_header(uuid, ttl, flags, data.len(), buf);
+            proto::encode_message_header_of_kind(kind, uuid, ttl, flags, data.len(), buf);
             buf.extend_from_slice(data);
         }
     }
