@@ -104,13 +104,38 @@ impl Client {
     /// The deadline passed, too many calls are in flight, the server reported a failure,
     /// or the call could not be queued.
     pub async fn call(&self, method: &str, body: Bytes) -> Result<Result<Bytes, Bytes>, RpcError> {
-        let inner = &*self.inner;
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let expires = tokio::time::Instant::now() + self.deadline;
-        let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        let (id, deadline_ms) = self.next_call();
         let data = Envelope::request_data(Kind::Call, id, &self.object, method, &body, deadline_ms);
         drop(body);
+        self.send_call(id, data).await
+    }
+
+    /// The message data of a call with the arguments as a message, encoded straight into
+    /// the call's envelope, and its request id (generated clients send it with
+    /// [`Client::send_call`]).
+    pub(super) fn call_data<M: prost::Message>(&self, method: &str, args: &M) -> (u64, Bytes) {
+        let (id, deadline_ms) = self.next_call();
+        let data =
+            Envelope::request_data_with(Kind::Call, id, &self.object, method, args, deadline_ms);
+        (id, data)
+    }
+
+    /// A new call's request id and its deadline on the wire.
+    fn next_call(&self) -> (u64, u32) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        (id, deadline_ms)
+    }
+
+    /// Sends call `id` with message `data` and waits for its reply.
+    pub(super) async fn send_call(
+        &self,
+        id: u64,
+        data: Bytes,
+    ) -> Result<Result<Bytes, Bytes>, RpcError> {
+        let inner = &*self.inner;
+        let (tx, rx) = oneshot::channel();
+        let expires = tokio::time::Instant::now() + self.deadline;
         let wake_deadlines = {
             let mut calls = inner.lock_calls();
             if calls.pending.len() >= inner.config.max_calling {
@@ -191,6 +216,24 @@ impl Client {
     ) -> Result<(), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let data = Envelope::request_data(Kind::Signal, id, &self.object, method, &body, 0);
+        drop(body);
+        self.send_signal(data, ttl, persistent).await
+    }
+
+    /// The message data of a signal with the arguments as a message, encoded straight
+    /// into the signal's envelope (generated clients send it with [`Client::send_signal`]).
+    pub(super) fn signal_data<M: prost::Message>(&self, method: &str, args: &M) -> Bytes {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        Envelope::request_data_with(Kind::Signal, id, &self.object, method, args, 0)
+    }
+
+    /// Queues signal `data`.
+    pub(super) async fn send_signal(
+        &self,
+        data: Bytes,
+        ttl: Option<Duration>,
+        persistent: bool,
+    ) -> Result<(), RpcError> {
         let mut message = Message::new(data);
         if let Some(ttl) = ttl.or(self.signal_ttl) {
             message = message.ttl(ttl);

@@ -70,6 +70,7 @@
 mod cache;
 mod client;
 mod deadlines;
+mod encode;
 mod envelope;
 mod error;
 #[doc(hidden)]
