@@ -212,7 +212,7 @@ impl Driver {
                 () = std::future::poll_fn(|_| {
                     // (No waker of its own: `Shared::stop` cancels, then notifies `wake`,
                     // whose branch below is polled whenever this one is pending.)
-                    if shared.shutdown.is_cancelled() {
+                    if shared.is_stopping() {
                         Poll::Ready(())
                     } else {
                         Poll::Pending
