@@ -35,6 +35,9 @@ pub(crate) struct PeerLink {
     /// Sent, not yet acknowledged.
     pub(crate) in_flight: VecDeque<InFlight>,
     pub(crate) in_flight_bytes: usize,
+    /// Messages handed to the driver to write ahead of the queue, outside it (see
+    /// `Messaging::send_unqueued`); lost with the connection.
+    pub(crate) unqueued: Vec<super::tap::TapReply>,
 }
 
 /// Events queued for the application together.

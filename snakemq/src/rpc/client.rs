@@ -136,7 +136,7 @@ impl Client {
         let inner = &*self.inner;
         let (tx, rx) = oneshot::channel();
         let expires = tokio::time::Instant::now() + self.deadline;
-        let wake_deadlines = {
+        let (on_link, wake_deadlines) = {
             let mut calls = inner.lock_calls();
             if calls.pending.len() >= inner.config.max_calling {
                 return Err(RpcError::Busy);
@@ -152,7 +152,7 @@ impl Client {
                     on_link,
                 },
             );
-            super::deadlines::arm(&mut calls, expires)
+            (on_link, super::deadlines::arm(&mut calls, expires))
         };
         if wake_deadlines {
             inner.deadline_wake.notify_one();
@@ -165,19 +165,31 @@ impl Client {
         // The call expires from the queue with its deadline: a call nobody waits for must
         // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
         let ttl = self.deadline.max(Duration::from_secs(1));
+        // A call to a connected peer whose queue has nothing waiting goes to the
+        // connection's driver without entering the queue: if the connection drops, the
+        // call is sent again after the reconnect (it counts as on the link) like one that
+        // left from the queue.
+        let queued = if on_link {
+            inner.messaging.send_unqueued(&self.peer, data, ttl).err()
+        } else {
+            Some(data)
+        };
         // The deadline comes from the deadline task (`deadlines.rs`) through `rx`, also
         // while the send still waits for room in the queue.
         let mut rx = rx;
-        let early = {
-            let send = inner
-                .messaging
-                .send(&self.peer, Message::new(data).ttl(ttl));
-            tokio::select! {
-                biased;
-                reply = &mut rx => Some(reply),
-                sent = send => {
-                    sent?;
-                    None
+        let early = match queued {
+            None => None,
+            Some(data) => {
+                let send = inner
+                    .messaging
+                    .send(&self.peer, Message::new(data).ttl(ttl));
+                tokio::select! {
+                    biased;
+                    reply = &mut rx => Some(reply),
+                    sent = send => {
+                        sent?;
+                        None
+                    }
                 }
             }
         };

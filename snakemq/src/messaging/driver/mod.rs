@@ -129,6 +129,8 @@ struct Scratch {
     records: Vec<snakemq_storage::Record>,
     /// Replies of the tap, written outside the queue.
     replies: Vec<super::tap::TapReply>,
+    /// Messages handed over by `Messaging::send_unqueued`, written outside the queue.
+    unqueued: Vec<super::tap::TapReply>,
 }
 
 /// Why a connection ended without an error worth reporting.

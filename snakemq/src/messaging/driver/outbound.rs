@@ -25,43 +25,46 @@ impl Driver {
             return;
         }
         let settings = &self.shared.settings;
-        let now_ms;
-        // The driver's buffer: no allocation per turn for the records read.
-        let mut batch = std::mem::take(&mut self.scratch.records);
-        batch.clear();
+        let mut now_ms = 0;
+        // The driver's buffers, empty between turns: no allocation per turn for the
+        // records read. Used in place (taken out below only when a turn has something in
+        // them: putting an empty vector back costs a call of its drop glue, several turns
+        // per RPC call).
+        self.scratch.records.clear();
         let mut expired: Vec<Record> = Vec::new();
-        {
+        'read: {
+            let batch = &mut self.scratch.records;
             let mut state = self.shared.lock();
             let state = &mut *state;
             let Some(link) = state.peers.get_mut(&peer) else {
-                self.scratch.records = batch;
-                return;
+                break 'read;
             };
+            // Handed over while nothing queued waited unsent: they go before whatever this
+            // turn reads from the queue (all of it queued later).
+            if !link.unqueued.is_empty() {
+                std::mem::swap(&mut link.unqueued, &mut self.scratch.unqueued);
+            }
             let room = settings
                 .max_in_flight_messages
                 .saturating_sub(link.in_flight.len());
             // (`State::drained`, spelled out: `link` borrows the state's peers mutably.)
             let drained = link.drained_at == Some(state.inserted) && state.backlogs.is_empty();
             if drained || room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
-                self.scratch.records = batch;
-                return;
+                break 'read;
             }
-            if let Err(error) = state.store.read(&peer, link.cursor, room, &mut batch) {
+            if let Err(error) = state.store.read(&peer, link.cursor, room, batch) {
                 tracing::error!(%error, "store read failed");
                 batch.clear();
-                self.scratch.records = batch;
-                return;
+                break 'read;
             }
             // The clock only when there is something to check: most turns of a driver
             // pump nothing, and a clock read is a measurable part of a short turn.
-            now_ms = if batch.is_empty() {
-                0
-            } else {
-                self.shared.clock.now_ms()
-            };
+            if !batch.is_empty() {
+                now_ms = self.shared.clock.now_ms();
+            }
             let mut taken = 0;
             let mut bytes = link.in_flight_bytes;
-            for record in &batch {
+            for record in batch.iter() {
                 if bytes >= settings.max_in_flight_bytes {
                     break;
                 }
@@ -120,25 +123,34 @@ impl Driver {
         if !expired.is_empty() {
             self.shared.space.notify_waiters();
         }
-        // One allocation for the whole batch instead of doublings while encoding.
-        let small: usize = batch
-            .iter()
-            .filter(|r| r.data.len() < DIRECT_PAYLOAD)
-            .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
-            .sum();
-        if !batch.is_empty() {
+        if !self.scratch.unqueued.is_empty() {
+            let mut unqueued = std::mem::take(&mut self.scratch.unqueued);
+            for message in unqueued.drain(..) {
+                let ttl = finite_ttl(message.ttl.as_secs());
+                self.encode_parts(&crate::messaging::random_uuid(), ttl, 0, &message.data);
+            }
+            self.scratch.unqueued = unqueued;
+        }
+        if !self.scratch.records.is_empty() {
+            let mut batch = std::mem::take(&mut self.scratch.records);
+            // One allocation for the whole batch instead of doublings while encoding.
             // (Touching the transmit buffer brings pending acks along: only when there
             // is something for them to ride with.)
+            let small: usize = batch
+                .iter()
+                .filter(|r| r.data.len() < DIRECT_PAYLOAD)
+                .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
+                .sum();
             self.proto.transmit_buffer().reserve(small);
+            for record in &batch {
+                self.encode(record, now_ms);
+            }
+            if !self.acks {
+                self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
+            }
+            batch.clear();
+            self.scratch.records = batch;
         }
-        for record in &batch {
-            self.encode(record, now_ms);
-        }
-        if !self.acks {
-            self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
-        }
-        batch.clear();
-        self.scratch.records = batch;
         if !expired.is_empty() {
             let uuids = expired.into_iter().map(|record| record.uuid);
             let dropped = self.shared.dropped(&peer, uuids, DropReason::Expired);
