@@ -223,6 +223,7 @@ impl Driver {
         if events.is_empty() && duplicate_ids.is_empty() {
             return;
         }
+        self.receipts_issued |= self.acks;
         let receipt = self.acks.then(|| Receipt {
             ids: fresh_ids,
             on_reach: duplicate_ids,

@@ -233,18 +233,23 @@ impl Driver {
     }
 
     pub(super) async fn write_out(&mut self, everything: bool) -> Result<(), Error> {
-        for chunk in self.chunks.drain(..) {
-            self.writer.send_raw(chunk).await?;
+        // (Large payloads only: an empty drain still cost its drop glue.)
+        if !self.chunks.is_empty() {
+            for chunk in self.chunks.drain(..) {
+                self.writer.send_raw(chunk).await?;
+            }
         }
         // (With no acknowledgement waiting both give the same; the clock is read only
         // when one is.)
-        let bytes = if everything || self.proto.pending_acks() == 0 {
-            self.proto.take_transmit()
+        let out = if everything || self.proto.pending_acks() == 0 {
+            self.proto.transmit_buffer()
         } else {
-            self.proto.poll_transmit(now())
+            self.proto.transmit_due(now())
         };
-        if let Some(bytes) = bytes {
-            self.writer.send_raw(bytes).await?;
+        // Written from the transmit buffer, which keeps its capacity, and at once in the
+        // common case: no `Bytes` per write, and no `send_raw` future built for nothing.
+        if let Some(queued) = self.writer.try_send_buf(out)? {
+            self.writer.send_queued(queued).await?;
         }
         if !self.delivered_on_write.is_empty() {
             let Some(peer) = self.peer.clone() else {
