@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -346,6 +346,13 @@ impl fmt::Debug for WriteHalf {
     }
 }
 
+/// Bytes counted as queued by [`PacketWriter::try_send_raw`] and not queued yet: pass
+/// them to [`PacketWriter::send_queued`]. (Dropping them instead leaves the count too
+/// high, so later sends queue behind bytes that never come.)
+#[derive(Debug)]
+#[must_use = "pass it to PacketWriter::send_queued"]
+pub struct QueuedBytes(Bytes);
+
 /// Writes packets to a connection: at once when nothing is queued, else through the
 /// connection's writer task. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -381,27 +388,79 @@ impl PacketWriter {
     /// a task switch: on a request/reply exchange that hand-over was a tenth of the round
     /// trip); the rest is queued.
     pub async fn send_raw(&self, framed: Bytes) -> Result<(), LinkError> {
+        match self.try_send_raw(framed)? {
+            None => Ok(()),
+            Some(queued) => self.send_queued(queued).await,
+        }
+    }
+
+    /// [`send_raw`](Self::send_raw) without waiting: writes or queues `framed` when
+    /// nothing is queued (`None`), and otherwise hands it back, to be passed to
+    /// [`send_queued`](Self::send_queued) (the only order-keeping way on from there).
+    ///
+    /// A protocol driver that writes on every turn calls this first: the future of
+    /// `send_raw`, with the queue's send inside it, is built, moved and dropped for
+    /// nothing when the write goes through at once (about 150 instructions per write).
+    pub fn try_send_raw(&self, framed: Bytes) -> Result<Option<QueuedBytes>, LinkError> {
         if framed.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        {
-            let mut half = self.half.lock();
-            if half.queued == 0 && !self.tx.is_closed() {
-                let written = write_now(&mut half.stream, &framed)?;
-                half.written += written as u64;
-                let rest = framed.slice(written..);
-                if rest.is_empty() && flush_now(&mut half.stream)? {
-                    return Ok(());
-                }
-                // Queued under the lock, so nothing sent after it can be written before
-                // it; an empty chunk asks the task for the flush that did not finish. The
-                // queue is empty (nothing counted), so there is room.
-                half.queued += 1;
-                return self.tx.try_send(rest).map_err(|_| LinkError::Closed);
+        let mut half = self.half.lock();
+        if half.queued == 0 && !self.tx.is_closed() {
+            let written = write_now(&mut half.stream, &framed)?;
+            half.written += written as u64;
+            let rest = framed.slice(written..);
+            if rest.is_empty() && flush_now(&mut half.stream)? {
+                return Ok(None);
             }
+            // Queued under the lock, so nothing sent after it can be written before
+            // it; an empty chunk asks the task for the flush that did not finish. The
+            // queue is empty (nothing counted), so there is room.
             half.queued += 1;
+            return self
+                .tx
+                .try_send(rest)
+                .map(|()| None)
+                .map_err(|_| LinkError::Closed);
         }
-        self.tx.send(framed).await.map_err(|_| LinkError::Closed)
+        // Counted under the lock: nothing sent after it writes at once before it.
+        half.queued += 1;
+        Ok(Some(QueuedBytes(framed)))
+    }
+
+    /// [`try_send_raw`](Self::try_send_raw) from a buffer the caller keeps: what is
+    /// written at once leaves `buf` empty with its capacity, for the caller's next
+    /// packets, instead of a split and a `Bytes` per write (and the buffer's
+    /// re-allocation check at the next one); only bytes that have to wait are split off.
+    pub fn try_send_buf(&self, buf: &mut BytesMut) -> Result<Option<QueuedBytes>, LinkError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut half = self.half.lock();
+        if half.queued == 0 && !self.tx.is_closed() {
+            let written = write_now(&mut half.stream, buf)?;
+            half.written += written as u64;
+            if written == buf.len() && flush_now(&mut half.stream)? {
+                buf.clear();
+                return Ok(None);
+            }
+            // As in `try_send_raw`: the rest (or an empty chunk for the flush) is queued
+            // under the lock, into an empty queue.
+            buf.advance(written);
+            half.queued += 1;
+            return self
+                .tx
+                .try_send(buf.split().freeze())
+                .map(|()| None)
+                .map_err(|_| LinkError::Closed);
+        }
+        half.queued += 1;
+        Ok(Some(QueuedBytes(buf.split().freeze())))
+    }
+
+    /// Queues what [`try_send_raw`](Self::try_send_raw) handed back, waiting for room.
+    pub async fn send_queued(&self, queued: QueuedBytes) -> Result<(), LinkError> {
+        self.tx.send(queued.0).await.map_err(|_| LinkError::Closed)
     }
 
     /// Stops queuing through this handle and waits until the writer task has flushed

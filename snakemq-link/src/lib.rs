@@ -72,7 +72,7 @@ pub mod tls;
 pub use backoff::Backoff;
 pub use connection::{
     BoxRead, BoxWrite, ConnId, ConnInfo, Connection, Direction, PacketReader, PacketWriter,
-    TlsSessionInfo, TransportKind,
+    QueuedBytes, TlsSessionInfo, TransportKind,
 };
 pub use endpoint::Endpoint;
 pub use error::{LinkError, TlsFailure};

@@ -247,7 +247,6 @@ fn method(
     };
     let build = quote! {
         let __args = #module::#args_ty { #(#build_fields)* };
-        let __body = ::snakemq::__private::encode(&__args);
     };
     let decode_ok = |ret: TokenStream| match ok {
         None => quote!(::core::result::Result::<(), ::snakemq::__private::WireError>::Ok(())),
@@ -270,7 +269,7 @@ fn method(
             #fallback_doc
             #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<(), ::snakemq::rpc::RpcError> {
                 #build
-                self.inner.signal(#name, __body, #ttl, #persistent).await
+                ::snakemq::__private::signal(&self.inner, #name, __args, #ttl, #persistent).await
             }
         }
     } else {
@@ -289,7 +288,7 @@ fn method(
                         -> ::core::result::Result<::core::result::Result<#ok_ty, #err_ty_user>, ::snakemq::rpc::RpcError>
                     {
                         #build
-                        match self.inner.call(#name, __body).await? {
+                        match ::snakemq::__private::call(&self.inner, #name, __args).await? {
                             ::core::result::Result::Ok(__reply) => {
                                 let __ret: #module::#ret_ty = ::snakemq::__private::decode(__reply)?;
                                 ::core::result::Result::Ok(::core::result::Result::Ok(#ok_decode?))
@@ -314,7 +313,7 @@ fn method(
                         -> ::core::result::Result<#ret_user, ::snakemq::rpc::RpcError>
                     {
                         #build
-                        match self.inner.call(#name, __body).await? {
+                        match ::snakemq::__private::call(&self.inner, #name, __args).await? {
                             ::core::result::Result::Ok(__reply) => {
                                 let __ret: #module::#ret_ty = ::snakemq::__private::decode(__reply)?;
                                 ::core::result::Result::Ok(#ok_decode?)

@@ -152,6 +152,7 @@ impl MessagingBuilder {
             sweep_armed: std::sync::atomic::AtomicU64::new(u64::MAX),
             events_tx,
             shutdown: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             subscribed: AtomicBool::new(false),
             counters: Counters::default(),
@@ -291,7 +292,7 @@ impl Messaging {
         let size = message.data.len() as u64;
         let limits = shared.settings.limits;
         loop {
-            if shared.shutdown.is_cancelled() {
+            if shared.is_stopping() {
                 return Err(Error::Shutdown);
             }
             // Registered before the check, so a wake-up between check and wait is not lost.

@@ -36,6 +36,9 @@ pub(crate) struct PeerLink {
     /// Sent, not yet acknowledged.
     pub(crate) in_flight: VecDeque<InFlight>,
     pub(crate) in_flight_bytes: usize,
+    /// Messages handed to the driver to write ahead of the queue, outside it (see
+    /// `Messaging::send_unqueued`); lost with the connection.
+    pub(crate) unqueued: Vec<super::tap::TapReply>,
 }
 
 /// Events queued for the application together.
@@ -244,6 +247,10 @@ pub(crate) struct Shared {
     pub(crate) events_tx: mpsc::Sender<EventBatch>,
     /// Cancelled when messaging shuts down: every task and every waiting send stops.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// Set by [`Shared::stop`] before it cancels `shutdown`: the flag that drivers (every
+    /// turn) and sends look at. The token's own `is_cancelled` takes a lock, about 40
+    /// instructions, three times per RPC call.
+    pub(crate) stopping: AtomicBool,
     /// Connection drivers and background tasks, awaited on shutdown.
     pub(crate) tasks: tokio_util::task::TaskTracker,
     /// Whether anyone has asked for events; before that, only received messages are kept.
@@ -295,8 +302,14 @@ impl Shared {
 
     /// Cancels the shutdown token and wakes every connection driver to see it.
     pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.shutdown.cancel();
         self.drivers.wake_all();
+    }
+
+    /// Whether messaging is shutting down (see `stopping`).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

@@ -68,7 +68,7 @@ impl DriverWakes {
     }
 
     /// A new driver's wake, registered for shutdown. The caller checks for a shutdown
-    /// that came before this (`CancellationToken::is_cancelled`) at its first wait.
+    /// that came before this (`Shared::is_stopping`) at its first wait.
     pub(crate) fn register(&self) -> Arc<DriverWake> {
         let wake = Arc::new(DriverWake::default());
         let mut wakes = self.lock();

@@ -431,12 +431,29 @@ impl Connection {
         self.take_out()
     }
 
+    /// [`Connection::poll_transmit`] in place: the transmit buffer with what is to be
+    /// sent at `now` (empty when nothing is), for the caller to write from and clear.
+    pub fn transmit_due(&mut self, now: Instant) -> &mut BytesMut {
+        let acks_ready = !self.out.is_empty()
+            || self.pending_acks.len() >= ACK_FLUSH_COUNT
+            || self.acks_due.is_some_and(|due| due <= now);
+        if acks_ready {
+            self.encode_pending_acks();
+        }
+        &mut self.out
+    }
+
     fn take_out(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
             None
         } else {
             Some(self.out.split().freeze())
         }
+    }
+
+    /// Whether an event waits for [`Connection::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// The next event.

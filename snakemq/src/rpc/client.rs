@@ -104,14 +104,39 @@ impl Client {
     /// The deadline passed, too many calls are in flight, the server reported a failure,
     /// or the call could not be queued.
     pub async fn call(&self, method: &str, body: Bytes) -> Result<Result<Bytes, Bytes>, RpcError> {
-        let inner = &*self.inner;
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let expires = tokio::time::Instant::now() + self.deadline;
-        let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        let (id, deadline_ms) = self.next_call();
         let data = Envelope::request_data(Kind::Call, id, &self.object, method, &body, deadline_ms);
         drop(body);
-        let wake_deadlines = {
+        self.send_call(id, data).await
+    }
+
+    /// The message data of a call with the arguments as a message, encoded straight into
+    /// the call's envelope, and its request id (generated clients send it with
+    /// [`Client::send_call`]).
+    pub(super) fn call_data<M: prost::Message>(&self, method: &str, args: &M) -> (u64, Bytes) {
+        let (id, deadline_ms) = self.next_call();
+        let data =
+            Envelope::request_data_with(Kind::Call, id, &self.object, method, args, deadline_ms);
+        (id, data)
+    }
+
+    /// A new call's request id and its deadline on the wire.
+    fn next_call(&self) -> (u64, u32) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
+        (id, deadline_ms)
+    }
+
+    /// Sends call `id` with message `data` and waits for its reply.
+    pub(super) async fn send_call(
+        &self,
+        id: u64,
+        data: Bytes,
+    ) -> Result<Result<Bytes, Bytes>, RpcError> {
+        let inner = &*self.inner;
+        let (tx, rx) = oneshot::channel();
+        let expires = tokio::time::Instant::now() + self.deadline;
+        let (on_link, wake_deadlines) = {
             let mut calls = inner.lock_calls();
             if calls.pending.len() >= inner.config.max_calling {
                 return Err(RpcError::Busy);
@@ -127,7 +152,7 @@ impl Client {
                     on_link,
                 },
             );
-            super::deadlines::arm(&mut calls, expires)
+            (on_link, super::deadlines::arm(&mut calls, expires))
         };
         if wake_deadlines {
             inner.deadline_wake.notify_one();
@@ -140,19 +165,31 @@ impl Client {
         // The call expires from the queue with its deadline: a call nobody waits for must
         // not run later. Messaging's TTL has whole seconds on the wire, so at least one.
         let ttl = self.deadline.max(Duration::from_secs(1));
+        // A call to a connected peer whose queue has nothing waiting goes to the
+        // connection's driver without entering the queue: if the connection drops, the
+        // call is sent again after the reconnect (it counts as on the link) like one that
+        // left from the queue.
+        let queued = if on_link {
+            inner.messaging.send_unqueued(&self.peer, data, ttl).err()
+        } else {
+            Some(data)
+        };
         // The deadline comes from the deadline task (`deadlines.rs`) through `rx`, also
         // while the send still waits for room in the queue.
         let mut rx = rx;
-        let early = {
-            let send = inner
-                .messaging
-                .send(&self.peer, Message::new(data).ttl(ttl));
-            tokio::select! {
-                biased;
-                reply = &mut rx => Some(reply),
-                sent = send => {
-                    sent?;
-                    None
+        let early = match queued {
+            None => None,
+            Some(data) => {
+                let send = inner
+                    .messaging
+                    .send(&self.peer, Message::new(data).ttl(ttl));
+                tokio::select! {
+                    biased;
+                    reply = &mut rx => Some(reply),
+                    sent = send => {
+                        sent?;
+                        None
+                    }
                 }
             }
         };
@@ -191,6 +228,24 @@ impl Client {
     ) -> Result<(), RpcError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let data = Envelope::request_data(Kind::Signal, id, &self.object, method, &body, 0);
+        drop(body);
+        self.send_signal(data, ttl, persistent).await
+    }
+
+    /// The message data of a signal with the arguments as a message, encoded straight
+    /// into the signal's envelope (generated clients send it with [`Client::send_signal`]).
+    pub(super) fn signal_data<M: prost::Message>(&self, method: &str, args: &M) -> Bytes {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        Envelope::request_data_with(Kind::Signal, id, &self.object, method, args, 0)
+    }
+
+    /// Queues signal `data`.
+    pub(super) async fn send_signal(
+        &self,
+        data: Bytes,
+        ttl: Option<Duration>,
+        persistent: bool,
+    ) -> Result<(), RpcError> {
         let mut message = Message::new(data);
         if let Some(ttl) = ttl.or(self.signal_ttl) {
             message = message.ttl(ttl);

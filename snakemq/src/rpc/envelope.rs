@@ -6,6 +6,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
+use super::encode::{Encoded, encode_parts};
+
 /// The bytes every RPC message's data starts with: `SRPC` and envelope version 1. Python
 /// snakeMQ's own RPC uses `rpcreq`/`rpcrep` with pickles; ours never overlaps with it.
 pub const PREFIX: &[u8] = b"SRPC\x01";
@@ -134,6 +136,21 @@ impl Envelope {
         encode_parts(kind, id, texts, body, 0, deadline_ms)
     }
 
+    /// [`Envelope::request_data`] with the body encoded from `args` straight into the
+    /// envelope: the same bytes as encoding `args` first, without the buffer and the copy
+    /// of that first encoding.
+    pub(crate) fn request_data_with<M: prost::Message>(
+        kind: Kind,
+        id: u64,
+        object: &str,
+        method: &str,
+        args: &M,
+        deadline_ms: u32,
+    ) -> Bytes {
+        let texts = [object.as_bytes(), method.as_bytes()];
+        encode_parts(kind, id, texts, &Encoded(args), 0, deadline_ms)
+    }
+
     /// Message data of a reply of `kind` with `body` and `error` (no detail): the same
     /// bytes as [`Envelope::to_data`] of that envelope, without building one (prost's
     /// length pass over every field, then its encoding pass).
@@ -148,64 +165,6 @@ impl Envelope {
         }
         Envelope::decode(data.slice(PREFIX.len()..)).ok()
     }
-}
-
-/// Encodes an envelope without a detail field from borrowed parts, field by field in tag
-/// order with defaults left out: what prost's derive does.
-fn encode_parts(
-    kind: Kind,
-    id: u64,
-    [object, method]: [&[u8]; 2],
-    body: &[u8],
-    error: u32,
-    deadline_ms: u32,
-) -> Bytes {
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-    let delimited = |tag: u32, len: usize| {
-        if len == 0 {
-            0
-        } else {
-            key_len(tag) + encoded_len_varint(len as u64) + len
-        }
-    };
-    let varint = |tag: u32, value: u32| {
-        if value == 0 {
-            0
-        } else {
-            key_len(tag) + encoded_len_varint(u64::from(value))
-        }
-    };
-    let kind = kind.code();
-    let len = varint(1, kind)
-        + if id != 0 { key_len(2) + 8 } else { 0 }
-        + delimited(3, object.len())
-        + delimited(4, method.len())
-        + delimited(5, body.len())
-        + varint(6, error)
-        + varint(8, deadline_ms);
-    let mut buf = BytesMut::with_capacity(PREFIX.len() + len);
-    buf.put_slice(PREFIX);
-    let put_varint = |buf: &mut BytesMut, tag: u32, value: u32| {
-        if value != 0 {
-            encode_key(tag, WireType::Varint, buf);
-            encode_varint(u64::from(value), buf);
-        }
-    };
-    put_varint(&mut buf, 1, kind);
-    if id != 0 {
-        encode_key(2, WireType::SixtyFourBit, &mut buf);
-        buf.put_u64_le(id);
-    }
-    for (tag, field) in [(3, object), (4, method), (5, body)] {
-        if !field.is_empty() {
-            encode_key(tag, WireType::LengthDelimited, &mut buf);
-            encode_varint(field.len() as u64, &mut buf);
-            buf.put_slice(field);
-        }
-    }
-    put_varint(&mut buf, 6, error);
-    put_varint(&mut buf, 8, deadline_ms);
-    buf.freeze()
 }
 
 /// The wire shape of [`Envelope`] with its text fields as bytes: the reference decoding

@@ -70,6 +70,7 @@
 mod cache;
 mod client;
 mod deadlines;
+mod encode;
 mod envelope;
 mod error;
 #[doc(hidden)]
@@ -567,14 +568,12 @@ impl Rpc {
             }
             Some(Kind::ReplyOk | Kind::ReplyErr) => {
                 let mut calls = self.inner.lock_calls();
-                // Only the peer that was called may answer a call.
-                if calls
-                    .pending
-                    .get(&envelope.id())
-                    .is_some_and(|call| call.peer == from)
+                // Only the peer that was called may answer a call (one look-up).
+                if let std::collections::hash_map::Entry::Occupied(call) =
+                    calls.pending.entry(envelope.id())
                 {
-                    if let Some(call) = calls.pending.remove(&envelope.id()) {
-                        let _ = call.reply.send(Ok(envelope.into_envelope()));
+                    if call.get().peer == from {
+                        let _ = call.remove().reply.send(Ok(envelope.into_envelope()));
                     }
                 }
             }

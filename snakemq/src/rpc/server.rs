@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use tower::{BoxError, Service, ServiceExt};
 
-use super::cache::Entry;
+use super::cache::{Entry, Key};
 use super::envelope::{APPLICATION_ERROR, Envelope, Kind, Received};
 use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
@@ -151,30 +151,36 @@ pub(super) fn incoming(
     signal: bool,
 ) {
     let id = call.id();
-    if !signal {
+    // The call's place in the reply cache (`None`: a signal, not cached).
+    let cached = if signal {
+        None
+    } else {
         let known = inner.lock_cache().begin(&origin.peer, id);
         match known {
-            Some(Entry::Running) => {
+            Ok(key) => Some(key),
+            Err(Entry::Running) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            Some(Entry::Done(reply)) => {
+            Err(Entry::Done(reply)) => {
                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 origin.reply(inner, reply, ttl_of(call.deadline_ms()));
                 return;
             }
-            None => {}
         }
-    }
+    };
     let deadline_ms = call.deadline_ms();
     let Some(slot) = Slot::acquire(inner, &origin.peer) else {
         inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-        if signal {
-            tracing::warn!(peer = %origin.peer, method = %call.method(), "rpc signal dropped: busy");
-        } else {
-            inner.lock_cache().forget(&origin.peer, id);
-            let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
-            origin.reply(inner, reply.to_data(), ttl_of(deadline_ms));
+        match cached {
+            Some(key) => {
+                inner.lock_cache().forget(key);
+                let reply = error_reply(inner, id, RemoteErrorKind::Busy, String::new());
+                origin.reply(inner, reply.to_data(), ttl_of(deadline_ms));
+            }
+            None => {
+                tracing::warn!(peer = %origin.peer, method = %call.method(), "rpc signal dropped: busy");
+            }
         }
         return;
     };
@@ -185,7 +191,7 @@ pub(super) fn incoming(
         respond(
             inner,
             origin,
-            signal,
+            cached,
             deadline_ms,
             error_reply(inner, id, RemoteErrorKind::UnknownObject, detail),
         );
@@ -211,7 +217,7 @@ pub(super) fn incoming(
                                 &inner_task,
                                 &from,
                                 id,
-                                signal,
+                                cached,
                                 deadline_ms,
                                 &data,
                                 result,
@@ -228,7 +234,7 @@ pub(super) fn incoming(
                 inner,
                 &origin.peer,
                 id,
-                signal,
+                cached,
                 deadline_ms,
                 data,
                 Some(ready),
@@ -262,7 +268,7 @@ pub(super) fn incoming(
             service.ready().await?.call(request).await
         };
         let result = within(deadline, run).await;
-        let reply = finish_call(&inner, &from, id, signal, deadline_ms, &data, result);
+        let reply = finish_call(&inner, &from, id, cached, deadline_ms, &data, result);
         drop(slot);
         reply
     });
@@ -293,13 +299,14 @@ fn reply_later(
     });
 }
 
-/// The reply data of a call that ran (`result`; `None`: it missed its deadline), cached;
-/// `None` for a signal (a failure is logged) or nothing to send.
+/// The reply data of a call that ran (`result`; `None`: it missed its deadline), cached
+/// under `cached`; `None` for a signal (`cached` is `None`; a failure is logged) or
+/// nothing to send.
 fn finish_call(
     inner: &Inner,
     from: &Arc<str>,
     id: u64,
-    signal: bool,
+    cached: Option<Key>,
     deadline_ms: u32,
     data: &Bytes,
     result: Option<Result<Handled, BoxError>>,
@@ -307,9 +314,7 @@ fn finish_call(
     let reply = match result {
         Some(Ok(handled)) => {
             inner.stats.served.fetch_add(1, Ordering::Relaxed);
-            if signal {
-                return None;
-            }
+            let key = cached?;
             // (Encoded from the parts: no `Envelope` to build.)
             let data = match handled {
                 Handled::Ok(body) => Envelope::reply_data(Kind::ReplyOk, id, 0, &body),
@@ -317,7 +322,7 @@ fn finish_call(
                     Envelope::reply_data(Kind::ReplyErr, id, APPLICATION_ERROR, &body)
                 }
             };
-            inner.lock_cache().finish(from, id, data.clone());
+            inner.lock_cache().finish(key, data.clone());
             return Some(data);
         }
         Some(Err(error)) => {
@@ -330,10 +335,8 @@ fn finish_call(
                 // A load-shed layer refused it before it ran: like a refusal at the
                 // in-flight bound, the id is forgotten (not cached) so a retry runs.
                 inner.stats.busy.fetch_add(1, Ordering::Relaxed);
-                if signal {
-                    return None;
-                }
-                inner.lock_cache().forget(from, id);
+                let key = cached?;
+                inner.lock_cache().forget(key);
                 return Some(error_reply(inner, id, kind, detail).to_data());
             }
             error_reply(inner, id, kind, detail)
@@ -345,7 +348,7 @@ fn finish_call(
         }
     };
     inner.stats.served.fetch_add(1, Ordering::Relaxed);
-    settle(inner, from, signal, &reply)
+    settle(inner, from, cached, &reply)
 }
 
 /// `object.method` of a call, for the details of a failure: decoded again from the call's
@@ -365,21 +368,21 @@ fn ttl_of(deadline_ms: u32) -> Option<Duration> {
 fn respond(
     inner: &Arc<Inner>,
     origin: Origin<'_>,
-    signal: bool,
+    cached: Option<Key>,
     deadline_ms: u32,
     reply: Envelope,
 ) {
-    if let Some(data) = settle(inner, &origin.peer, signal, &reply) {
+    if let Some(data) = settle(inner, &origin.peer, cached, &reply) {
         origin.reply(inner, data, ttl_of(deadline_ms));
     }
 }
 
-/// Caches the reply of a call and returns the data to send; for a signal, logs a failure
-/// and returns `None`.
-fn settle(inner: &Inner, from: &Arc<str>, signal: bool, reply: &Envelope) -> Option<Bytes> {
-    if !signal {
+/// Caches the reply of a call under `cached` and returns the data to send; for a signal
+/// (`cached` is `None`), logs a failure and returns `None`.
+fn settle(inner: &Inner, from: &Arc<str>, cached: Option<Key>, reply: &Envelope) -> Option<Bytes> {
+    if let Some(key) = cached {
         let data = reply.to_data();
-        inner.lock_cache().finish(from, reply.id, data.clone());
+        inner.lock_cache().finish(key, data.clone());
         Some(data)
     } else {
         if reply.kind() == Some(Kind::ReplyErr) && reply.error != APPLICATION_ERROR {

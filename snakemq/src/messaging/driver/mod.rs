@@ -134,6 +134,8 @@ struct Scratch {
     replies: Vec<super::tap::TapReply>,
     /// Ids the application confirmed, taken from [`Driver::confirmations`].
     confirmed: Vec<Uuid>,
+    /// Messages handed over by `Messaging::send_unqueued`, written outside the queue.
+    unqueued: Vec<super::tap::TapReply>,
 }
 
 /// Why a connection ended without an error worth reporting.
@@ -213,7 +215,7 @@ impl Driver {
                 () = std::future::poll_fn(|_| {
                     // (No waker of its own: `Shared::stop` cancels, then notifies `wake`,
                     // whose branch below is polled whenever this one is pending.)
-                    if shared.shutdown.is_cancelled() {
+                    if shared.is_stopping() {
                         Poll::Ready(())
                     } else {
                         Poll::Pending
@@ -287,7 +289,11 @@ impl Driver {
                 // request (which the acks then ride with).
                 () = tokio::task::yield_now(), if acks_waiting => acks_now = true,
             }
-            self.process_events().await?;
+            // (A turn woken for something else, one of three per RPC call, has no protocol
+            // event: the call, poll and drop of `process_events`'s future are skipped.)
+            if self.proto.has_events() {
+                self.process_events().await?;
+            }
             // Before new messages: what the application confirmed before it sent
             // something goes out first, so a peer never sees a reply ahead of the
             // acknowledgements of what the reply answers. (A confirmation notifies `wake`,

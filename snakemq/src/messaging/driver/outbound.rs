@@ -25,43 +25,46 @@ impl Driver {
             return;
         }
         let settings = &self.shared.settings;
-        let now_ms;
-        // The driver's buffer: no allocation per turn for the records read.
-        let mut batch = std::mem::take(&mut self.scratch.records);
-        batch.clear();
+        let mut now_ms = 0;
+        // The driver's buffers, empty between turns: no allocation per turn for the
+        // records read. Used in place (taken out below only when a turn has something in
+        // them: putting an empty vector back costs a call of its drop glue, several turns
+        // per RPC call).
+        self.scratch.records.clear();
         let mut expired: Vec<Record> = Vec::new();
-        {
+        'read: {
+            let batch = &mut self.scratch.records;
             let mut state = self.shared.lock();
             let state = &mut *state;
             let Some(link) = state.peers.get_mut(&peer) else {
-                self.scratch.records = batch;
-                return;
+                break 'read;
             };
+            // Handed over while nothing queued waited unsent: they go before whatever this
+            // turn reads from the queue (all of it queued later).
+            if !link.unqueued.is_empty() {
+                std::mem::swap(&mut link.unqueued, &mut self.scratch.unqueued);
+            }
             let room = settings
                 .max_in_flight_messages
                 .saturating_sub(link.in_flight.len());
             // (`State::drained`, spelled out: `link` borrows the state's peers mutably.)
             let drained = link.drained_at == Some(state.inserted) && state.backlogs.is_empty();
             if drained || room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
-                self.scratch.records = batch;
-                return;
+                break 'read;
             }
-            if let Err(error) = state.store.read(&peer, link.cursor, room, &mut batch) {
+            if let Err(error) = state.store.read(&peer, link.cursor, room, batch) {
                 tracing::error!(%error, "store read failed");
                 batch.clear();
-                self.scratch.records = batch;
-                return;
+                break 'read;
             }
             // The clock only when there is something to check: most turns of a driver
             // pump nothing, and a clock read is a measurable part of a short turn.
-            now_ms = if batch.is_empty() {
-                0
-            } else {
-                self.shared.clock.now_ms()
-            };
+            if !batch.is_empty() {
+                now_ms = self.shared.clock.now_ms();
+            }
             let mut taken = 0;
             let mut bytes = link.in_flight_bytes;
-            for record in &batch {
+            for record in batch.iter() {
                 if bytes >= settings.max_in_flight_bytes {
                     break;
                 }
@@ -120,25 +123,41 @@ impl Driver {
         if !expired.is_empty() {
             self.shared.space.notify_waiters();
         }
-        // One allocation for the whole batch instead of doublings while encoding.
-        let small: usize = batch
-            .iter()
-            .filter(|r| r.data.len() < DIRECT_PAYLOAD)
-            .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
-            .sum();
-        if !batch.is_empty() {
+        if !self.scratch.unqueued.is_empty() {
+            let mut unqueued = std::mem::take(&mut self.scratch.unqueued);
+            let kind = self.unqueued_kind();
+            for message in unqueued.drain(..) {
+                let ttl = finite_ttl(message.ttl.as_secs());
+                self.encode_parts(
+                    &crate::messaging::random_uuid(),
+                    ttl,
+                    0,
+                    &message.data,
+                    kind,
+                );
+            }
+            self.scratch.unqueued = unqueued;
+        }
+        if !self.scratch.records.is_empty() {
+            let mut batch = std::mem::take(&mut self.scratch.records);
+            // One allocation for the whole batch instead of doublings while encoding.
             // (Touching the transmit buffer brings pending acks along: only when there
             // is something for them to ride with.)
+            let small: usize = batch
+                .iter()
+                .filter(|r| r.data.len() < DIRECT_PAYLOAD)
+                .map(|r| 5 + proto::MESSAGE_HEADER_LEN + r.data.len())
+                .sum();
             self.proto.transmit_buffer().reserve(small);
+            for record in &batch {
+                self.encode(record, now_ms);
+            }
+            if !self.acks {
+                self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
+            }
+            batch.clear();
+            self.scratch.records = batch;
         }
-        for record in &batch {
-            self.encode(record, now_ms);
-        }
-        if !self.acks {
-            self.delivered_on_write.extend(batch.iter().map(|r| r.uuid));
-        }
-        batch.clear();
-        self.scratch.records = batch;
         if !expired.is_empty() {
             let uuids = expired.into_iter().map(|record| record.uuid);
             let dropped = self.shared.dropped(&peer, uuids, DropReason::Expired);
@@ -186,14 +205,7 @@ impl Driver {
                 })
             };
         let max = self.shared.max_packet_size as usize;
-        // Nothing keeps a copy of a direct reply, so a peer that can be told not to
-        // acknowledge it is told (one ACK less to write, read and look up per RPC call,
-        // and no ACK packet of its own when the caller sends nothing else soon).
-        let kind = if self.proto.unacked_in_use() {
-            proto::kind::UNACKED_MESSAGE
-        } else {
-            proto::kind::MESSAGE
-        };
+        let kind = self.unqueued_kind();
         for reply in replies.drain(..) {
             if !writable || !proto::message_fits(reply.data.len(), max) {
                 tap.unsent(peer, reply);
@@ -201,6 +213,18 @@ impl Driver {
             }
             let ttl = finite_ttl(reply.ttl.as_secs());
             self.encode_parts(&crate::messaging::random_uuid(), ttl, 0, &reply.data, kind);
+        }
+    }
+
+    /// The frame kind of a message written outside the queue (a tap's reply, an unqueued
+    /// call). Nothing keeps a copy of one, so a peer that can be told not to acknowledge
+    /// it is told: one ACK less to write, read and look up per RPC message, and no ACK
+    /// packet of its own when the receiver sends nothing else soon.
+    fn unqueued_kind(&self) -> u8 {
+        if self.proto.unacked_in_use() {
+            proto::kind::UNACKED_MESSAGE
+        } else {
+            proto::kind::MESSAGE
         }
     }
 
@@ -237,18 +261,23 @@ impl Driver {
     }
 
     pub(super) async fn write_out(&mut self, everything: bool) -> Result<(), Error> {
-        for chunk in self.chunks.drain(..) {
-            self.writer.send_raw(chunk).await?;
+        // (Large payloads only: an empty drain still cost its drop glue.)
+        if !self.chunks.is_empty() {
+            for chunk in self.chunks.drain(..) {
+                self.writer.send_raw(chunk).await?;
+            }
         }
         // (With no acknowledgement waiting both give the same; the clock is read only
         // when one is.)
-        let bytes = if everything || self.proto.pending_acks() == 0 {
-            self.proto.take_transmit()
+        let out = if everything || self.proto.pending_acks() == 0 {
+            self.proto.transmit_buffer()
         } else {
-            self.proto.poll_transmit(now())
+            self.proto.transmit_due(now())
         };
-        if let Some(bytes) = bytes {
-            self.writer.send_raw(bytes).await?;
+        // Written from the transmit buffer, which keeps its capacity, and at once in the
+        // common case: no `Bytes` per write, and no `send_raw` future built for nothing.
+        if let Some(queued) = self.writer.try_send_buf(out)? {
+            self.writer.send_queued(queued).await?;
         }
         if !self.delivered_on_write.is_empty() {
             let Some(peer) = self.peer.clone() else {
