@@ -77,6 +77,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         hold_until: None,
         confirmed_tx,
         receipts_issued: false,
+        in_flight_seen: 0,
+        pump_drained: false,
     };
     async move {
         let outcome = driver.run(reader, confirmed_rx).await;
@@ -167,6 +169,17 @@ struct Driver {
     /// not poll its receiver (an empty channel's poll was about 180 instructions per
     /// turn, three turns per RPC call, on a peer whose tap takes every message).
     receipts_issued: bool,
+    /// How many messages its peer's link had in flight when the driver last changed
+    /// them (`pump` adds, `acked` removes; nothing else does): while zero, an ACK matches
+    /// nothing (the tap's replies and unqueued calls are not in flight, and their ACKs
+    /// are two per RPC call) and is ignored without the lock and the peer's look-up.
+    in_flight_seen: usize,
+    /// Whether the last `pump` found nothing to send (its peer's queue drained). Until the
+    /// driver is woken (a send queued something or handed over an unqueued message; both
+    /// notify it), an acknowledgement frees room in flight, the peer registers or a hold
+    /// ends, the next pump would find nothing either, and its lock and look-up of the
+    /// peer are skipped: two of the three turns of an RPC call.
+    pump_drained: bool,
 }
 
 impl Driver {
@@ -216,6 +229,7 @@ impl Driver {
             let acks_waiting = self.proto.pending_acks() > 0;
             let receipts_issued = self.receipts_issued;
             let mut acks_now = false;
+            let mut woken = false;
             tokio::select! {
                 biased;
                 () = std::future::poll_fn(|_| {
@@ -264,6 +278,7 @@ impl Driver {
                     }
                 }
                 () = std::future::poll_fn(|cx| wake.poll_notified(cx)) => {
+                    woken = true;
                     // New messages were queued. Let the other tasks that are ready run first:
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
@@ -296,6 +311,7 @@ impl Driver {
                     if self.hold_until.is_some_and(|t| t <= Instant::now()) {
                         self.hold_until = None;
                     }
+                    self.pump_drained = false;
                 }
                 // (The timer above is not polled meanwhile: this branch is ready after one
                 // round, and arming an earlier timer costs a wake-up syscall.)
@@ -316,11 +332,13 @@ impl Driver {
             // notification would only cost a turn that finds nothing. Taken before the
             // pump (a send after this point notifies again), and before the look at
             // `evicted`, which is set before its notification.
-            wake.take();
+            woken |= wake.take();
             if self.evicted.load(Ordering::Acquire) {
                 return Ok(Ended::Evicted);
             }
-            self.pump().await;
+            if woken || !self.pump_drained {
+                self.pump().await;
+            }
             if acks_now {
                 self.flush_all().await?;
             } else {
