@@ -223,3 +223,51 @@ async fn a_reply_never_overtakes_what_its_handler_sent_first() -> TestResult {
     server.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_call_never_overtakes_what_its_caller_queued_first() -> TestResult {
+    // A call to a connected peer whose queue is drained leaves outside the queue
+    // (`Messaging::send_unqueued`); a signal queued before it must still arrive first.
+    // The server reads its event stream itself to see the arrival order.
+    let server = Messaging::builder("server")
+        .listen("127.0.0.1:0")
+        .start()
+        .await?;
+    let (_, client) = connect_client(&server).await?;
+    let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
+    let notes = Arc::new(Notes::default());
+    server_rpc.serve("inbox", InboxServer::from_arc(notes.clone()));
+    server_rpc.serve("gate", GateServer::from_arc(Gatekeeper::new(0)));
+    client_rpc.spawn_dispatch(&client);
+    // Envelope kinds in arrival order (the byte after `08`, the kind's key).
+    let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut events = server.events();
+    let (rpc, log) = (server_rpc.clone(), arrived.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let snakemq::Event::Received { message, .. } = &event {
+                let kind = message.data.get(snakemq::rpc::PREFIX.len() + 1).copied();
+                log.lock().map(|mut log| log.push(kind)).unwrap_or_default();
+            }
+            rpc.dispatch(&event);
+        }
+    });
+    let (inbox, gate) = (
+        InboxClient::new(&client_rpc, "server", "inbox"),
+        GateClient::new(&client_rpc, "server", "gate"),
+    );
+    for n in 0..100 {
+        within(inbox.note(n)).await??;
+        assert_eq!(within(gate.next(n)).await??, n + 1);
+        let last_two = arrived
+            .lock()
+            .map(|log| log.iter().rev().take(2).rev().copied().collect::<Vec<_>>())
+            .unwrap_or_default();
+        // The signal (kind 4), then the call (kind 1).
+        assert_eq!(last_two, [Some(4), Some(1)], "call {n}");
+    }
+    until(|| notes.0.lock().map(|notes| notes.len()).unwrap_or_default() == 100).await?;
+    client.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}

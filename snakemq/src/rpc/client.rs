@@ -201,11 +201,11 @@ impl Client {
         // (`Rpc::handle` removed the call before it sent the reply.)
         pending.armed = false;
         match reply.kind() {
-            Some(Kind::ReplyOk) => Ok(Ok(reply.body)),
-            Some(Kind::ReplyErr) if reply.error == APPLICATION_ERROR => Ok(Err(reply.body)),
+            Some(Kind::ReplyOk) => Ok(Ok(reply.body())),
+            Some(Kind::ReplyErr) if reply.error() == APPLICATION_ERROR => Ok(Err(reply.body())),
             Some(Kind::ReplyErr) => Err(RpcError::Remote(RemoteError {
-                kind: RemoteErrorKind::from_code(reply.error),
-                detail: reply.detail,
+                kind: RemoteErrorKind::from_code(reply.error()),
+                detail: reply.detail().to_owned(),
             })),
             _ => Err(RpcError::Unexpected("a reply of an unknown kind")),
         }

@@ -331,7 +331,19 @@ impl Received {
         }
     }
 
-    /// An owned [`Envelope`] (text fields copied).
+    /// A reply's error code (0 when none).
+    pub(crate) fn error(&self) -> u32 {
+        self.error
+    }
+
+    /// A reply's details of a failure (empty when none were sent).
+    pub(crate) fn detail(&self) -> &str {
+        self.text(&self.detail)
+    }
+
+    /// An owned [`Envelope`] (text fields copied): what the tests compare with prost's
+    /// decoding.
+    #[cfg(test)]
     pub(crate) fn into_envelope(self) -> Envelope {
         Envelope {
             kind: self.kind,

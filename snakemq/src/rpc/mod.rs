@@ -165,8 +165,10 @@ struct Counters {
 /// A call waiting for its reply.
 struct PendingCall {
     peer: Arc<str>,
-    /// The reply, or the deadline's error (`deadlines.rs`).
-    reply: oneshot::Sender<Result<Envelope, RpcError>>,
+    /// The reply as received (its fields stay in the message data: no owned
+    /// `Envelope` to build and move through the channel), or the deadline's error
+    /// (`deadlines.rs`).
+    reply: oneshot::Sender<Result<envelope::Received, RpcError>>,
     /// The call's message data, sent again after a reconnect.
     data: Bytes,
     /// When the caller stops waiting.
@@ -573,7 +575,7 @@ impl Rpc {
                     calls.pending.entry(envelope.id())
                 {
                     if call.get().peer == from {
-                        let _ = call.remove().reply.send(Ok(envelope.into_envelope()));
+                        let _ = call.remove().reply.send(Ok(envelope));
                     }
                 }
             }

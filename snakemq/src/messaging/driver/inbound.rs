@@ -61,6 +61,7 @@ impl Driver {
     }
 
     pub(super) async fn register(&mut self, identity: String, acks: bool) -> Result<(), Error> {
+        self.pump_drained = false;
         if self.shared.settings.bind_identities {
             check_identity_binding(&self.info, &identity)?;
         }
@@ -283,6 +284,9 @@ impl Driver {
 
     /// Removes acknowledged messages from the queue.
     pub(super) async fn acked(&mut self, ids: &[Uuid]) {
+        if self.in_flight_seen == 0 {
+            return;
+        }
         let Some(peer) = self.peer.clone() else {
             return;
         };
@@ -314,10 +318,13 @@ impl Driver {
                     }
                 }
             }
+            self.in_flight_seen = link.in_flight.len();
             // (Acks of messages that were never queued, the tap's replies, match none.)
             if seqs.is_empty() {
                 return;
             }
+            // Room in flight: the next pump may send more.
+            self.pump_drained = false;
             if let Err(error) = state.store.remove(&peer, seqs) {
                 tracing::error!(%error, "store failed to remove acknowledged messages");
             }

@@ -77,6 +77,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, conn: Connection) {
         delivered_on_write: Vec::new(),
         scratch: Scratch::default(),
         hold_until: None,
+        in_flight_seen: 0,
+        pump_drained: false,
     };
     async move {
         let outcome = driver.run(reader).await;
@@ -166,6 +168,17 @@ struct Driver {
     hold_until: Option<Instant>,
     /// Receipts of the application send the ids it is done with here.
     confirmations: Arc<Confirmations>,
+    /// How many messages its peer's link had in flight when the driver last changed
+    /// them (`pump` adds, `acked` removes; nothing else does): while zero, an ACK matches
+    /// nothing (the tap's replies and unqueued calls are not in flight, and their ACKs
+    /// are two per RPC call) and is ignored without the lock and the peer's look-up.
+    in_flight_seen: usize,
+    /// Whether the last `pump` found nothing to send (its peer's queue drained). Until the
+    /// driver is woken (a send queued something or handed over an unqueued message; both
+    /// notify it), an acknowledgement frees room in flight, the peer registers or a hold
+    /// ends, the next pump would find nothing either, and its lock and look-up of the
+    /// peer are skipped: two of the three turns of an RPC call.
+    pump_drained: bool,
 }
 
 impl Driver {
@@ -210,6 +223,7 @@ impl Driver {
             // leave within one scheduler round, without a timer.
             let acks_waiting = self.proto.pending_acks() > 0;
             let mut acks_now = false;
+            let mut woken = false;
             tokio::select! {
                 biased;
                 () = std::future::poll_fn(|_| {
@@ -247,6 +261,7 @@ impl Driver {
                     }
                 }
                 () = std::future::poll_fn(|cx| wake.poll_notified(cx)) => {
+                    woken = true;
                     // New messages were queued. Let the other tasks that are ready run first:
                     // when a group commit wakes many senders at once, each queues its message
                     // before this driver writes, so they leave in one write instead of one
@@ -279,6 +294,7 @@ impl Driver {
                     if self.hold_until.is_some_and(|t| t <= Instant::now()) {
                         self.hold_until = None;
                     }
+                    self.pump_drained = false;
                 }
                 // (The timer above is not polled meanwhile: this branch is ready after one
                 // round, and arming an earlier timer costs a wake-up syscall.)
@@ -304,11 +320,13 @@ impl Driver {
             // notification would only cost a turn that finds nothing. Taken before the
             // pump (a send after this point notifies again), and before the look at
             // `evicted`, which is set before its notification.
-            wake.take();
+            woken |= wake.take();
             if self.evicted.load(Ordering::Acquire) {
                 return Ok(Ended::Evicted);
             }
-            self.pump().await;
+            if woken || !self.pump_drained {
+                self.pump().await;
+            }
             if acks_now {
                 self.flush_all().await?;
             } else {

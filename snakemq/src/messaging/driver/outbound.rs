@@ -18,6 +18,7 @@ impl Driver {
     /// Moves queued messages into the transmit buffer, as many as the in-flight window
     /// allows. Messages whose deadline passed are dropped (and reported) instead.
     pub(super) async fn pump(&mut self) {
+        self.pump_drained = false;
         let Some(peer) = self.peer.clone() else {
             return;
         };
@@ -50,6 +51,7 @@ impl Driver {
             // (`State::drained`, spelled out: `link` borrows the state's peers mutably.)
             let drained = link.drained_at == Some(state.inserted) && state.backlogs.is_empty();
             if drained || room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
+                self.pump_drained = drained;
                 break 'read;
             }
             if let Err(error) = state.store.read(&peer, link.cursor, room, batch) {
@@ -84,9 +86,11 @@ impl Driver {
                 }
                 bytes += record.data.len();
             }
+            self.in_flight_seen = link.in_flight.len();
             // Read to the end and all of it taken: nothing more until an insertion.
             link.drained_at =
                 (batch.len() < room && taken == batch.len()).then_some(state.inserted);
+            self.pump_drained = link.drained_at.is_some() && state.backlogs.is_empty();
             batch.truncate(taken);
             let acks = link.acks;
             // (Only needed with a backlog: a store lookup per turn otherwise.)
