@@ -176,6 +176,36 @@ impl Ping for Pinger {
     }
 }
 
+/// The RPC envelope kinds a peer receives, in arrival order (the byte after `08`, the
+/// kind's key), recorded by a task that reads `messaging`'s event stream and dispatches
+/// every event to `rpc`.
+fn dispatch_recording_kinds(
+    messaging: &Messaging,
+    rpc: &Rpc,
+) -> Arc<std::sync::Mutex<Vec<Option<u8>>>> {
+    let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut events = messaging.events();
+    let (rpc, log) = (rpc.clone(), arrived.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let snakemq::Event::Received { message, .. } = &event {
+                let kind = message.data.get(snakemq::rpc::PREFIX.len() + 1).copied();
+                log.lock().map(|mut log| log.push(kind)).unwrap_or_default();
+            }
+            rpc.dispatch(&event);
+        }
+    });
+    arrived
+}
+
+/// The last two kinds recorded by [`dispatch_recording_kinds`].
+fn last_two(arrived: &std::sync::Mutex<Vec<Option<u8>>>) -> Vec<Option<u8>> {
+    arrived
+        .lock()
+        .map(|log| log.iter().rev().take(2).rev().copied().collect())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_reply_never_overtakes_what_its_handler_sent_first() -> TestResult {
     // A reply ready at once is written by the server's connection driver outside the
@@ -192,28 +222,12 @@ async fn a_reply_never_overtakes_what_its_handler_sent_first() -> TestResult {
     let back = InboxClient::new(&server_rpc, "client", "inbox");
     server_rpc.serve("ping", PingServer::new(Pinger(back)));
     server_rpc.spawn_dispatch(&server);
-    // Envelope kinds in arrival order (the byte after `08`, the kind's key).
-    let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut events = client.events();
-    let (rpc, log) = (client_rpc.clone(), arrived.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if let snakemq::Event::Received { message, .. } = &event {
-                let kind = message.data.get(snakemq::rpc::PREFIX.len() + 1).copied();
-                log.lock().map(|mut log| log.push(kind)).unwrap_or_default();
-            }
-            rpc.dispatch(&event);
-        }
-    });
+    let arrived = dispatch_recording_kinds(&client, &client_rpc);
     let ping = PingClient::new(&client_rpc, "server", "ping");
     for n in 0..100 {
         assert_eq!(within(ping.ping(n)).await??, n);
-        let last_two = arrived
-            .lock()
-            .map(|log| log.iter().rev().take(2).rev().copied().collect::<Vec<_>>())
-            .unwrap_or_default();
         // A signal (kind 4), then the reply (kind 2).
-        assert_eq!(last_two, [Some(4), Some(2)], "call {n}");
+        assert_eq!(last_two(&arrived), [Some(4), Some(2)], "call {n}");
     }
     assert_eq!(
         notes.0.lock().map(|notes| notes.len()).unwrap_or_default(),
@@ -239,19 +253,7 @@ async fn a_call_never_overtakes_what_its_caller_queued_first() -> TestResult {
     server_rpc.serve("inbox", InboxServer::from_arc(notes.clone()));
     server_rpc.serve("gate", GateServer::from_arc(Gatekeeper::new(0)));
     client_rpc.spawn_dispatch(&client);
-    // Envelope kinds in arrival order (the byte after `08`, the kind's key).
-    let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut events = server.events();
-    let (rpc, log) = (server_rpc.clone(), arrived.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if let snakemq::Event::Received { message, .. } = &event {
-                let kind = message.data.get(snakemq::rpc::PREFIX.len() + 1).copied();
-                log.lock().map(|mut log| log.push(kind)).unwrap_or_default();
-            }
-            rpc.dispatch(&event);
-        }
-    });
+    let arrived = dispatch_recording_kinds(&server, &server_rpc);
     let (inbox, gate) = (
         InboxClient::new(&client_rpc, "server", "inbox"),
         GateClient::new(&client_rpc, "server", "gate"),
@@ -259,12 +261,8 @@ async fn a_call_never_overtakes_what_its_caller_queued_first() -> TestResult {
     for n in 0..100 {
         within(inbox.note(n)).await??;
         assert_eq!(within(gate.next(n)).await??, n + 1);
-        let last_two = arrived
-            .lock()
-            .map(|log| log.iter().rev().take(2).rev().copied().collect::<Vec<_>>())
-            .unwrap_or_default();
         // The signal (kind 4), then the call (kind 1).
-        assert_eq!(last_two, [Some(4), Some(1)], "call {n}");
+        assert_eq!(last_two(&arrived), [Some(4), Some(1)], "call {n}");
     }
     until(|| notes.0.lock().map(|notes| notes.len()).unwrap_or_default() == 100).await?;
     client.shutdown().await;
