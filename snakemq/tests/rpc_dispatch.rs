@@ -176,6 +176,17 @@ impl Ping for Pinger {
     }
 }
 
+/// A server on 127.0.0.1, a client connected to it, and an `Rpc` on each.
+async fn rpc_pair() -> Result<(Messaging, Messaging, Rpc, Rpc), Box<dyn std::error::Error>> {
+    let server = Messaging::builder("server")
+        .listen("127.0.0.1:0")
+        .start()
+        .await?;
+    let (_, client) = connect_client(&server).await?;
+    let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
+    Ok((server, client, server_rpc, client_rpc))
+}
+
 /// The RPC envelope kinds a peer receives, in arrival order (the byte after `08`, the
 /// kind's key), recorded by a task that reads `messaging`'s event stream and dispatches
 /// every event to `rpc`.
@@ -211,12 +222,7 @@ async fn a_reply_never_overtakes_what_its_handler_sent_first() -> TestResult {
     // A reply ready at once is written by the server's connection driver outside the
     // queue; the handler's signal to the caller, queued before it, must still arrive
     // first. The caller reads its event stream itself to see the arrival order.
-    let server = Messaging::builder("server")
-        .listen("127.0.0.1:0")
-        .start()
-        .await?;
-    let (_, client) = connect_client(&server).await?;
-    let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
+    let (server, client, server_rpc, client_rpc) = rpc_pair().await?;
     let notes = Arc::new(Notes::default());
     client_rpc.serve("inbox", InboxServer::from_arc(notes.clone()));
     let back = InboxClient::new(&server_rpc, "client", "inbox");
@@ -243,12 +249,7 @@ async fn a_call_never_overtakes_what_its_caller_queued_first() -> TestResult {
     // A call to a connected peer whose queue is drained leaves outside the queue
     // (`Messaging::send_unqueued`); a signal queued before it must still arrive first.
     // The server reads its event stream itself to see the arrival order.
-    let server = Messaging::builder("server")
-        .listen("127.0.0.1:0")
-        .start()
-        .await?;
-    let (_, client) = connect_client(&server).await?;
-    let (server_rpc, client_rpc) = (Rpc::new(&server)?, Rpc::new(&client)?);
+    let (server, client, server_rpc, client_rpc) = rpc_pair().await?;
     let notes = Arc::new(Notes::default());
     server_rpc.serve("inbox", InboxServer::from_arc(notes.clone()));
     server_rpc.serve("gate", GateServer::from_arc(Gatekeeper::new(0)));
