@@ -403,7 +403,10 @@ impl Rpc {
     ///
     /// The messages are handed over inside messaging's connection tasks, not through the
     /// event stream: a call is handled in the task that read it, and its reply usually
-    /// leaves in the same write as the call's acknowledgement. Events other than received
+    /// leaves in the same write as the call's acknowledgement (if the call was queued: a
+    /// call to a connected peer whose queue had nothing unsent, and a reply written this
+    /// way, go out unacknowledged to a peer that understands it; see `docs/PROTOCOL.md`,
+    /// UNACKED_MESSAGE). Events other than received
     /// messages stay in the event stream for whoever reads [`Messaging::events`]. Only
     /// the first handle to do this on an instance gets that path; a second one reads the
     /// event stream.
