@@ -420,14 +420,7 @@ impl Connection {
     /// are pending; younger lone ACKs wait (their deadline is in
     /// [`Connection::poll_timeout`]). `None` when there is nothing to send yet.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
-        let acks_ready = !self.out.is_empty()
-            || self.pending_acks.len() >= ACK_FLUSH_COUNT
-            || self.acks_due.is_some_and(|due| due <= now);
-        // (`handle_timeout` at the deadline does the same; this spares a caller that
-        // flushes after every turn the extra timer round.)
-        if acks_ready {
-            self.encode_pending_acks();
-        }
+        self.transmit_due(now);
         self.take_out()
     }
 
@@ -437,6 +430,8 @@ impl Connection {
         let acks_ready = !self.out.is_empty()
             || self.pending_acks.len() >= ACK_FLUSH_COUNT
             || self.acks_due.is_some_and(|due| due <= now);
+        // (`handle_timeout` at the deadline does the same; this spares a caller that
+        // flushes after every turn the extra timer round.)
         if acks_ready {
             self.encode_pending_acks();
         }

@@ -155,17 +155,9 @@ impl Frame {
                 put_header(out, kind::IDENTIFICATION, ident.len());
                 out.put_slice(ident);
             }
-            Frame::Message(message) => encode_message(message, out),
+            Frame::Message(message) => encode_message_of_kind(kind::MESSAGE, message, out),
             Frame::UnackedMessage(message) => {
-                encode_message_header_of_kind(
-                    kind::UNACKED_MESSAGE,
-                    &message.uuid,
-                    message.ttl,
-                    message.flags,
-                    message.data.len(),
-                    out,
-                );
-                out.put_slice(&message.data);
+                encode_message_of_kind(kind::UNACKED_MESSAGE, message, out);
             }
             Frame::Ping => put_header(out, kind::PING, 0),
             Frame::Pong => put_header(out, kind::PONG, 0),
@@ -219,10 +211,19 @@ pub(crate) fn decode_ack_ids(payload: &[u8], ids: &mut Vec<Uuid>) -> Result<(), 
 
 /// Appends a MESSAGE packet. Split out so the hot path does not build a [`Frame`].
 pub fn encode_message(message: &MessageFrame, out: &mut BytesMut) {
-    put_header(out, kind::MESSAGE, MESSAGE_HEADER_LEN + message.data.len());
-    out.put_slice(&message.uuid);
-    out.put_u32(message.ttl);
-    out.put_u32(message.flags);
+    encode_message_of_kind(kind::MESSAGE, message, out);
+}
+
+/// A MESSAGE or UNACKED_MESSAGE packet: header and data.
+fn encode_message_of_kind(kind: u8, message: &MessageFrame, out: &mut BytesMut) {
+    encode_message_header_of_kind(
+        kind,
+        &message.uuid,
+        message.ttl,
+        message.flags,
+        message.data.len(),
+        out,
+    );
     out.put_slice(&message.data);
 }
 
