@@ -37,7 +37,7 @@ pub use event::{DropReason, Event};
 pub use events::Events;
 pub use message::{FLAG_PERSISTENT, Message, ReceivedMessage, uuid_hex};
 #[cfg(feature = "rpc")]
-pub(crate) use tap::{Tap, TapReply};
+pub(crate) use tap::{Tap, Unqueued};
 
 use self::clock::Clock;
 use self::config::validate_destination;

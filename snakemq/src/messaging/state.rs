@@ -38,7 +38,15 @@ pub(crate) struct PeerLink {
     pub(crate) in_flight_bytes: usize,
     /// Messages handed to the driver to write ahead of the queue, outside it (see
     /// `Messaging::send_unqueued`); lost with the connection.
-    pub(crate) unqueued: Vec<super::tap::TapReply>,
+    pub(crate) unqueued: Vec<super::tap::Unqueued>,
+}
+
+impl PeerLink {
+    /// [`State::drained`] from the state's fields (`inserted`, and whether a durable
+    /// backlog is still loading), for a caller that holds this link mutably.
+    pub(crate) fn drained(&self, inserted: u64, paging: bool) -> bool {
+        self.drained_at == Some(inserted) && !paging
+    }
 }
 
 /// Events queued for the application together.
@@ -215,7 +223,7 @@ impl State {
     /// Whether `link`'s driver read its peer's queue to the end and nothing was inserted
     /// since (nor can be, from a durable backlog still loading).
     pub(crate) fn drained(&self, link: &PeerLink) -> bool {
-        link.drained_at == Some(self.inserted) && self.backlogs.is_empty()
+        link.drained(self.inserted, !self.backlogs.is_empty())
     }
 }
 

@@ -14,11 +14,11 @@ use bytes::Bytes;
 
 use super::message::ReceivedMessage;
 
-/// A message a tap answers with, to the peer whose message it took: the driver writes it
-/// on that connection in the same turn, outside the peer's queue (see
-/// [`Tap::received`]).
+/// A message a connection's driver writes outside the peer's queue, with a fresh id: a
+/// tap's answer to the peer whose message it took (see [`Tap::received`]), or a message
+/// handed over by `Messaging::send_unqueued`. Nothing keeps a copy of it.
 #[derive(Debug)]
-pub(crate) struct TapReply {
+pub(crate) struct Unqueued {
     /// The message's data.
     pub(crate) data: Bytes,
     /// Its TTL on the wire (whole seconds are sent).
@@ -43,13 +43,13 @@ pub(crate) trait Tap: Send + Sync + 'static {
         &self,
         from: &Arc<str>,
         message: ReceivedMessage,
-        replies: &mut Vec<TapReply>,
+        replies: &mut Vec<Unqueued>,
     ) -> Option<ReceivedMessage>;
 
     /// A reply from [`Tap::received`] that the driver could not write at once (messages
     /// queued for the peer before it would be overtaken, the connection is closing, or it
     /// is too large): the tap queues it as an ordinary message.
-    fn unsent(&self, to: &Arc<str>, reply: TapReply);
+    fn unsent(&self, to: &Arc<str>, reply: Unqueued);
 
     /// Whether a message with this data may skip messaging's duplicate window because
     /// the tap drops its duplicates by itself (an RPC reply: a second copy finds no call
@@ -88,11 +88,10 @@ impl super::Messaging {
         let wake = {
             let mut state = shared.lock();
             let state = &mut *state;
-            // (`State::drained`, spelled out: `link` borrows the state's peers mutably.)
             let (inserted, paging) = (state.inserted, !state.backlogs.is_empty());
             match state.peers.get_mut(to) {
-                Some(link) if link.drained_at == Some(inserted) && !paging => {
-                    link.unqueued.push(TapReply { data, ttl });
+                Some(link) if link.drained(inserted, paging) => {
+                    link.unqueued.push(Unqueued { data, ttl });
                     link.wake.clone()
                 }
                 _ => return Err(data),

@@ -97,7 +97,7 @@ pub use service::{
 };
 
 use self::tap::RpcTap;
-use crate::messaging::TapReply;
+use crate::messaging::Unqueued;
 use crate::router::PrefixRouter;
 use crate::{Event, Message, Messaging, ReceivedMessage};
 
@@ -552,7 +552,7 @@ impl Rpc {
         from: Arc<str>,
         message: &ReceivedMessage,
         hold: server::Hold,
-        replies: Option<&mut Vec<TapReply>>,
+        replies: Option<&mut Vec<Unqueued>>,
     ) {
         // (Decoded without an allocation per text field: a call's object and method are
         // looked at, not kept.)

@@ -18,7 +18,7 @@ use super::error::{RemoteErrorKind, WireError};
 use super::service::{RpcRequest, classify};
 use super::{Inner, ObjectHandle};
 use crate::Message;
-use crate::messaging::TapReply;
+use crate::messaging::Unqueued;
 
 /// What a handler produced.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ pub(super) struct Origin<'a> {
     /// The connection driver's replies (with `Rpc::spawn_dispatch`): a reply ready at once
     /// goes there and leaves on the connection the call came in on, outside the queue.
     /// Without it, replies are queued as messages.
-    pub(super) replies: Option<&'a mut Vec<TapReply>>,
+    pub(super) replies: Option<&'a mut Vec<Unqueued>>,
 }
 
 impl Origin<'_> {
@@ -136,7 +136,7 @@ impl Origin<'_> {
     fn reply(self, inner: &Arc<Inner>, data: Bytes, ttl: Option<Duration>) {
         let ttl = reply_ttl(inner, ttl);
         match self.replies {
-            Some(replies) => replies.push(TapReply { data, ttl }),
+            Some(replies) => replies.push(Unqueued { data, ttl }),
             None => queue_reply(inner, self.peer, data, ttl, self.hold),
         }
     }

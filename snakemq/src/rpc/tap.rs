@@ -4,7 +4,7 @@ use std::sync::{Arc, Weak};
 
 use super::{Inner, Kind, PREFIX, Rpc};
 use crate::ReceivedMessage;
-use crate::messaging::{Tap, TapReply};
+use crate::messaging::{Tap, Unqueued};
 
 /// Hands received RPC messages and connection changes to an [`Rpc`] inside messaging's
 /// connection tasks.
@@ -24,7 +24,7 @@ impl Tap for RpcTap {
         &self,
         from: &Arc<str>,
         message: ReceivedMessage,
-        replies: &mut Vec<TapReply>,
+        replies: &mut Vec<Unqueued>,
     ) -> Option<ReceivedMessage> {
         match self.rpc() {
             Some(rpc) if message.data.starts_with(PREFIX) => {
@@ -36,7 +36,7 @@ impl Tap for RpcTap {
         None
     }
 
-    fn unsent(&self, to: &Arc<str>, reply: TapReply) {
+    fn unsent(&self, to: &Arc<str>, reply: Unqueued) {
         if let Some(rpc) = self.rpc() {
             super::server::queue_reply(&rpc.inner, to.clone(), reply.data, reply.ttl, None);
         }

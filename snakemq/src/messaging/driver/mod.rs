@@ -133,11 +133,11 @@ struct Scratch {
     /// Records read from the queue for sending.
     records: Vec<snakemq_storage::Record>,
     /// Replies of the tap, written outside the queue.
-    replies: Vec<super::tap::TapReply>,
+    replies: Vec<super::tap::Unqueued>,
     /// Ids the application confirmed, taken from [`Driver::confirmations`].
     confirmed: Vec<Uuid>,
     /// Messages handed over by `Messaging::send_unqueued`, written outside the queue.
-    unqueued: Vec<super::tap::TapReply>,
+    unqueued: Vec<super::tap::Unqueued>,
 }
 
 /// Why a connection ended without an error worth reporting.

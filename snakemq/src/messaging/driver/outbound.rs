@@ -11,7 +11,7 @@ use super::{DIRECT_PAYLOAD, Driver, now};
 use crate::Error;
 use crate::messaging::event::DropReason;
 use crate::messaging::state::{InFlight, is_persistent};
-use crate::messaging::tap::TapReply;
+use crate::messaging::tap::Unqueued;
 use crate::proto::{self, TTL_INFINITE};
 
 impl Driver {
@@ -48,8 +48,8 @@ impl Driver {
             let room = settings
                 .max_in_flight_messages
                 .saturating_sub(link.in_flight.len());
-            // (`State::drained`, spelled out: `link` borrows the state's peers mutably.)
-            let drained = link.drained_at == Some(state.inserted) && state.backlogs.is_empty();
+            let paging = !state.backlogs.is_empty();
+            let drained = link.drained(state.inserted, paging);
             if drained || room == 0 || link.in_flight_bytes >= settings.max_in_flight_bytes {
                 self.pump_drained = drained;
                 break 'read;
@@ -90,7 +90,7 @@ impl Driver {
             // Read to the end and all of it taken: nothing more until an insertion.
             link.drained_at =
                 (batch.len() < room && taken == batch.len()).then_some(state.inserted);
-            self.pump_drained = link.drained_at.is_some() && state.backlogs.is_empty();
+            self.pump_drained = link.drained(state.inserted, paging);
             batch.truncate(taken);
             let acks = link.acks;
             // (Only needed with a backlog: a store lookup per turn otherwise.)
@@ -129,16 +129,8 @@ impl Driver {
         }
         if !self.scratch.unqueued.is_empty() {
             let mut unqueued = std::mem::take(&mut self.scratch.unqueued);
-            let kind = self.unqueued_kind();
             for message in unqueued.drain(..) {
-                let ttl = finite_ttl(message.ttl.as_secs());
-                self.encode_parts(
-                    &crate::messaging::random_uuid(),
-                    ttl,
-                    0,
-                    &message.data,
-                    kind,
-                );
+                self.encode_unqueued(&message);
             }
             self.scratch.unqueued = unqueued;
         }
@@ -191,7 +183,7 @@ impl Driver {
     /// tenth of an RPC call's work with one call outstanding. It must not overtake
     /// messages queued for the peer earlier, so it goes through the queue while any wait
     /// there unsent.
-    pub(super) fn write_replies(&mut self, peer: &Arc<str>, replies: &mut Vec<TapReply>) {
+    pub(super) fn write_replies(&mut self, peer: &Arc<str>, replies: &mut Vec<Unqueued>) {
         let Some(tap) = self.shared.tap.get().cloned() else {
             replies.clear();
             return;
@@ -209,27 +201,34 @@ impl Driver {
                 })
             };
         let max = self.shared.max_packet_size as usize;
-        let kind = self.unqueued_kind();
         for reply in replies.drain(..) {
             if !writable || !proto::message_fits(reply.data.len(), max) {
                 tap.unsent(peer, reply);
                 continue;
             }
-            let ttl = finite_ttl(reply.ttl.as_secs());
-            self.encode_parts(&crate::messaging::random_uuid(), ttl, 0, &reply.data, kind);
+            self.encode_unqueued(&reply);
         }
     }
 
-    /// The frame kind of a message written outside the queue (a tap's reply, an unqueued
-    /// call). Nothing keeps a copy of one, so a peer that can be told not to acknowledge
-    /// it is told: one ACK less to write, read and look up per RPC message, and no ACK
-    /// packet of its own when the receiver sends nothing else soon.
-    fn unqueued_kind(&self) -> u8 {
-        if self.proto.unacked_in_use() {
+    /// Encodes a message written outside the queue (a tap's reply, an unqueued call),
+    /// with a fresh id. Nothing keeps a copy of one, so a peer that can be told not to
+    /// acknowledge it is told (an UNACKED_MESSAGE): one ACK less to write, read and look
+    /// up per RPC message, and no ACK packet of its own when the receiver sends nothing
+    /// else soon.
+    fn encode_unqueued(&mut self, message: &Unqueued) {
+        let kind = if self.proto.unacked_in_use() {
             proto::kind::UNACKED_MESSAGE
         } else {
             proto::kind::MESSAGE
-        }
+        };
+        let ttl = finite_ttl(message.ttl.as_secs());
+        self.encode_parts(
+            &crate::messaging::random_uuid(),
+            ttl,
+            0,
+            &message.data,
+            kind,
+        );
     }
 
     /// Encodes a message of `kind` (MESSAGE or UNACKED_MESSAGE) into the transmit buffer.
