@@ -122,9 +122,13 @@ impl Client {
 
     /// A new call's request id and its deadline on the wire.
     fn next_call(&self) -> (u64, u32) {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let deadline_ms = u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX);
-        (id, deadline_ms)
+        (self.next_id(), deadline_ms)
+    }
+
+    /// A new request id (calls and signals share the sequence).
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sends call `id` with message `data` and waits for its reply.
@@ -226,8 +230,8 @@ impl Client {
         ttl: Option<Duration>,
         persistent: bool,
     ) -> Result<(), RpcError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let data = Envelope::request_data(Kind::Signal, id, &self.object, method, &body, 0);
+        let data =
+            Envelope::request_data(Kind::Signal, self.next_id(), &self.object, method, &body, 0);
         drop(body);
         self.send_signal(data, ttl, persistent).await
     }
@@ -235,8 +239,7 @@ impl Client {
     /// The message data of a signal with the arguments as a message, encoded straight
     /// into the signal's envelope (generated clients send it with [`Client::send_signal`]).
     pub(super) fn signal_data<M: prost::Message>(&self, method: &str, args: &M) -> Bytes {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        Envelope::request_data_with(Kind::Signal, id, &self.object, method, args, 0)
+        Envelope::request_data_with(Kind::Signal, self.next_id(), &self.object, method, args, 0)
     }
 
     /// Queues signal `data`.
